@@ -1,0 +1,205 @@
+//! gRPC front end: `tensorflow.serving.PredictionService` and `ModelService`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::error::ServingError;
+use crate::model::{Signature, TensorSpec, VersionChoice};
+use crate::proto::tensorflow as tf;
+use crate::proto::tensorflow::serving as pb;
+use crate::serving::ServingCore;
+use crate::tensor::proto::{decode, encode, encode_shape_i64};
+
+pub use pb::model_service_server::ModelServiceServer;
+pub use pb::prediction_service_server::PredictionServiceServer;
+
+/// The type URL clients expect on the metadata `Any`.
+pub const SIGNATURE_DEF_MAP_TYPE_URL: &str = "type.googleapis.com/tensorflow.serving.SignatureDefMap";
+
+/// The only metadata field TF Serving serves.
+const SIGNATURE_DEF_FIELD: &str = "signature_def";
+
+/// Implements both TF Serving services over one [`ServingCore`].
+#[derive(Clone)]
+pub struct GrpcApi {
+    /// The shared request logic.
+    core: Arc<ServingCore>,
+}
+
+impl GrpcApi {
+    /// A front end over `core`.
+    pub fn new(core: Arc<ServingCore>) -> Self {
+        GrpcApi { core }
+    }
+}
+
+fn require_spec(spec: Option<pb::ModelSpec>) -> Result<pb::ModelSpec, ServingError> {
+    spec.ok_or_else(|| ServingError::invalid_argument("Missing ModelSpec"))
+}
+
+/// The version a `ModelSpec` asks for.
+pub fn version_choice(spec: &pb::ModelSpec) -> VersionChoice {
+    match &spec.version_choice {
+        Some(pb::model_spec::VersionChoice::Version(v)) => VersionChoice::Specific(*v),
+        Some(pb::model_spec::VersionChoice::VersionLabel(l)) => VersionChoice::Label(l.clone()),
+        None => VersionChoice::Latest,
+    }
+}
+
+fn tensor_info(spec: &TensorSpec) -> tf::TensorInfo {
+    let tensor_shape = match &spec.shape {
+        Some(dims) => encode_shape_i64(dims),
+        None => tf::TensorShapeProto { dim: Vec::new(), unknown_rank: true },
+    };
+    tf::TensorInfo {
+        dtype: spec.dtype.to_proto(),
+        tensor_shape: Some(tensor_shape),
+        encoding: Some(tf::tensor_info::Encoding::Name(spec.name.clone())),
+    }
+}
+
+/// A signature as TF's `SignatureDef` proto.
+pub fn signature_def(sig: &Signature, as_content: bool) -> tf::SignatureDef {
+    tf::SignatureDef {
+        inputs: sig.inputs.iter().map(|(k, v)| (k.clone(), tensor_info(v))).collect(),
+        outputs: sig.outputs.iter().map(|(k, v)| (k.clone(), tensor_info(v))).collect(),
+        method_name: sig.method_name.clone(),
+        defaults: sig.defaults.iter().map(|(k, v)| (k.clone(), encode(v, as_content))).collect(),
+    }
+}
+
+fn unimplemented(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is not implemented yet in tensorserve; use Predict with the model's serving signature"
+    ))
+}
+
+#[tonic::async_trait]
+impl pb::prediction_service_server::PredictionService for GrpcApi {
+    async fn classify(&self, _: Request<pb::ClassificationRequest>) -> Result<Response<pb::ClassificationResponse>, Status> {
+        Err(unimplemented("Classify"))
+    }
+
+    async fn regress(&self, _: Request<pb::RegressionRequest>) -> Result<Response<pb::RegressionResponse>, Status> {
+        Err(unimplemented("Regress"))
+    }
+
+    async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
+        let request = request.into_inner();
+        let spec = require_spec(request.model_spec)?;
+        let servable = self.core.resolve(&spec.name, &version_choice(&spec))?;
+        let limits = self.core.options().decode_limits;
+        let call = self.core.prepare_predict(
+            &servable,
+            &spec.signature_name,
+            request.inputs,
+            &request.output_filter,
+            |alias, proto| {
+                decode(proto, &limits)
+                    .map_err(|e| ServingError::new(e.code, format!("tensor parsing error: {alias} ({})", e.detail)))
+            },
+        )?;
+        let signature_name = call.signature_name.to_string();
+        let outputs = self.core.predict(call).await?;
+        let as_content = self.core.options().tensor_content_output;
+        let outputs = outputs.iter().map(|(alias, t)| (alias.clone(), encode(t, as_content))).collect();
+        Ok(Response::new(pb::PredictResponse {
+            outputs,
+            model_spec: Some(pb::ModelSpec {
+                name: spec.name,
+                signature_name,
+                version_choice: Some(pb::model_spec::VersionChoice::Version(servable.version)),
+            }),
+        }))
+    }
+
+    async fn multi_inference(&self, _: Request<pb::MultiInferenceRequest>) -> Result<Response<pb::MultiInferenceResponse>, Status> {
+        Err(unimplemented("MultiInference"))
+    }
+
+    async fn get_model_metadata(
+        &self,
+        request: Request<pb::GetModelMetadataRequest>,
+    ) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let spec = require_spec(request.model_spec)?;
+        if request.metadata_field.is_empty() {
+            return Err(ServingError::invalid_argument("GetModelMetadataRequest must specify at least one metadata_field").into());
+        }
+        if let Some(field) = request.metadata_field.iter().find(|f| *f != SIGNATURE_DEF_FIELD) {
+            return Err(ServingError::invalid_argument(format!("Metadata field {field} is not supported")).into());
+        }
+        let servable = self.core.resolve(&spec.name, &version_choice(&spec))?;
+        let as_content = self.core.options().tensor_content_output;
+        let map = pb::SignatureDefMap {
+            signature_def: servable
+                .model
+                .signatures()
+                .iter()
+                .map(|(name, sig)| (name.clone(), signature_def(sig, as_content)))
+                .collect(),
+        };
+        let any = prost_types::Any { type_url: SIGNATURE_DEF_MAP_TYPE_URL.to_string(), value: prost::Message::encode_to_vec(&map) };
+        Ok(Response::new(pb::GetModelMetadataResponse {
+            model_spec: Some(pb::ModelSpec {
+                name: spec.name,
+                signature_name: String::new(),
+                version_choice: Some(pb::model_spec::VersionChoice::Version(servable.version)),
+            }),
+            metadata: [(SIGNATURE_DEF_FIELD.to_string(), any)].into_iter().collect(),
+        }))
+    }
+}
+
+/// The `GetModelStatus` answer, shared with the REST front end.
+pub fn model_status(core: &ServingCore, spec: Option<pb::ModelSpec>) -> Result<pb::GetModelStatusResponse, ServingError> {
+    let spec = require_spec(spec)?;
+    if spec.name.is_empty() {
+        return Err(ServingError::invalid_argument("ModelSpec has no name specified."));
+    }
+    let statuses = core.registry().statuses(&spec.name).unwrap_or_default();
+    if statuses.is_empty() {
+        return Err(ServingError::not_found(format!("Could not find any versions of model {}", spec.name)));
+    }
+    let wanted = match spec.version_choice {
+        Some(pb::model_spec::VersionChoice::Version(v)) => Some(v),
+        _ => None,
+    };
+    let selected: Vec<_> = statuses.into_iter().filter(|s| wanted.is_none_or(|v| v == s.version)).collect();
+    if let (Some(v), true) = (wanted, selected.is_empty()) {
+        return Err(ServingError::not_found(format!("Could not find version {v} of model {}", spec.name)));
+    }
+    Ok(pb::GetModelStatusResponse {
+        model_version_status: selected
+            .into_iter()
+            .map(|s| pb::ModelVersionStatus {
+                version: s.version,
+                state: s.state as i32,
+                status: Some(pb::StatusProto {
+                    error_code: s.error.as_ref().map(|e| e.code as i32).unwrap_or(0),
+                    error_message: s.error.map(|e| e.message).unwrap_or_default(),
+                }),
+            })
+            .collect(),
+    })
+}
+
+#[tonic::async_trait]
+impl pb::model_service_server::ModelService for GrpcApi {
+    async fn get_model_status(
+        &self,
+        request: Request<pb::GetModelStatusRequest>,
+    ) -> Result<Response<pb::GetModelStatusResponse>, Status> {
+        Ok(Response::new(model_status(&self.core, request.into_inner().model_spec)?))
+    }
+
+    async fn handle_reload_config_request(
+        &self,
+        _: Request<pb::ReloadConfigRequest>,
+    ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
+        Err(Status::unimplemented(
+            "HandleReloadConfigRequest is not implemented yet in tensorserve; restart the server with the new models",
+        ))
+    }
+}

@@ -1,0 +1,3 @@
+//! Front ends: translate a wire protocol to tensors and back, map errors, nothing else.
+
+pub mod grpc;

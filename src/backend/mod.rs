@@ -1,0 +1,3 @@
+//! Model implementations behind the [`crate::Model`] trait.
+
+pub mod onnx;

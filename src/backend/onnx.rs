@@ -1,0 +1,215 @@
+//! ONNX models through tract (pure Rust, nothing fetched at build or run time).
+//!
+//! A model directory holds `model.onnx`; its one signature `serving_default`
+//! uses the graph's input and output names as aliases.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tract_onnx::prelude::{
+    tvec, DatumType, Framework, InferenceModelExt, IntoTValue, Tensor as TractTensor, TypedRunnableModel,
+};
+
+use crate::error::ServingError;
+use crate::model::{Model, Signature, TensorMap, TensorSpec, DEFAULT_SIGNATURE};
+use crate::tensor::{Buffer, DataType, Element, Tensor, TensorData};
+
+/// The file name tensorserve looks for inside a version directory.
+pub const MODEL_FILE: &str = "model.onnx";
+
+/// One input of the graph, in graph order.
+struct GraphInput {
+    /// Alias and ONNX name.
+    name: String,
+    /// Declared dims: `Some(n)` fixed, `None` symbolic.
+    dims: Vec<Option<usize>>,
+}
+
+/// A loaded, optimised ONNX graph.
+pub struct OnnxModel {
+    /// The runnable plan; `run` takes `&self`, so requests share it without a lock.
+    plan: Arc<TypedRunnableModel>,
+    /// Graph inputs, in the order tract expects them.
+    inputs: Vec<GraphInput>,
+    /// Output names, in graph order.
+    outputs: Vec<String>,
+    /// `serving_default`.
+    signatures: BTreeMap<String, Signature>,
+}
+
+fn load_error(what: impl std::fmt::Display) -> ServingError {
+    ServingError::failed_precondition(format!("could not load ONNX model: {what}"))
+}
+
+fn dtype_of(dt: DatumType) -> Option<DataType> {
+    Some(match dt {
+        DatumType::F32 => DataType::Float,
+        DatumType::F64 => DataType::Double,
+        DatumType::I8 => DataType::Int8,
+        DatumType::I16 => DataType::Int16,
+        DatumType::I32 => DataType::Int32,
+        DatumType::I64 => DataType::Int64,
+        DatumType::U8 => DataType::UInt8,
+        DatumType::U16 => DataType::UInt16,
+        DatumType::U32 => DataType::UInt32,
+        DatumType::U64 => DataType::UInt64,
+        DatumType::Bool => DataType::Bool,
+        DatumType::F16 => DataType::Half,
+        DatumType::String => DataType::String,
+        _ => return None,
+    })
+}
+
+impl OnnxModel {
+    /// Loads `dir/model.onnx`.
+    pub fn load_dir(dir: &Path) -> Result<OnnxModel, ServingError> {
+        let path = dir.join(MODEL_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| load_error(format!("{}: {e}", path.display())))?;
+        OnnxModel::from_bytes(&bytes)
+    }
+
+    /// Loads a model from its serialized bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<OnnxModel, ServingError> {
+        let mut reader = bytes;
+        let model = tract_onnx::onnx().model_for_read(&mut reader).map_err(load_error)?;
+        let typed = model.into_optimized().map_err(load_error)?;
+        let plan = typed.into_runnable().map_err(load_error)?;
+        let graph = plan.model();
+
+        let mut inputs = Vec::new();
+        let mut sig_inputs = BTreeMap::new();
+        for (i, outlet) in graph.input_outlets().map_err(load_error)?.iter().enumerate() {
+            let fact = graph.input_fact(i).map_err(load_error)?;
+            let name = graph.node(outlet.node).name.clone();
+            let dtype = dtype_of(fact.datum_type)
+                .ok_or_else(|| load_error(format!("input {name} has unsupported type {:?}", fact.datum_type)))?;
+            let dims: Vec<Option<usize>> = fact.shape.iter().map(|d| d.as_i64().map(|v| v as usize)).collect();
+            let shape: Vec<i64> = dims.iter().map(|d| d.map(|v| v as i64).unwrap_or(-1)).collect();
+            sig_inputs.insert(name.clone(), TensorSpec::new(name.clone(), dtype, &shape));
+            inputs.push(GraphInput { name, dims });
+        }
+        let mut outputs = Vec::new();
+        let mut sig_outputs = BTreeMap::new();
+        for (i, outlet) in graph.output_outlets().map_err(load_error)?.iter().enumerate() {
+            let fact = graph.output_fact(i).map_err(load_error)?;
+            let name = graph
+                .outlet_label(*outlet)
+                .map(str::to_string)
+                .unwrap_or_else(|| graph.node(outlet.node).name.clone());
+            let dtype = dtype_of(fact.datum_type)
+                .ok_or_else(|| load_error(format!("output {name} has unsupported type {:?}", fact.datum_type)))?;
+            let shape: Vec<i64> = fact.shape.iter().map(|d| d.as_i64().unwrap_or(-1)).collect();
+            sig_outputs.insert(name.clone(), TensorSpec::new(name.clone(), dtype, &shape));
+            outputs.push(name);
+        }
+        let signatures = BTreeMap::from([(DEFAULT_SIGNATURE.to_string(), Signature::predict(sig_inputs, sig_outputs))]);
+        Ok(OnnxModel { plan, inputs, outputs, signatures })
+    }
+}
+
+fn to_tract(alias: &str, tensor: &Tensor) -> Result<TractTensor, ServingError> {
+    fn plain<T: Element + tract_onnx::prelude::Datum>(shape: &[usize], b: &Buffer<T>) -> tract_onnx::prelude::TractResult<TractTensor> {
+        TractTensor::from_shape(shape, b.as_slice())
+    }
+    let shape = tensor.shape();
+    let result = match tensor.data() {
+        TensorData::Float(b) => plain(shape, b),
+        TensorData::Double(b) => plain(shape, b),
+        TensorData::Int8(b) => plain(shape, b),
+        TensorData::Int16(b) => plain(shape, b),
+        TensorData::Int32(b) => plain(shape, b),
+        TensorData::Int64(b) => plain(shape, b),
+        TensorData::UInt8(b) => plain(shape, b),
+        TensorData::UInt16(b) => plain(shape, b),
+        TensorData::UInt32(b) => plain(shape, b),
+        TensorData::UInt64(b) => plain(shape, b),
+        TensorData::Half(b) => plain(shape, b),
+        TensorData::Bool(v) => TractTensor::from_shape(shape, v),
+        TensorData::String(v) => {
+            let strings = v
+                .iter()
+                .map(|s| String::from_utf8(s.to_vec()))
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(|_| ServingError::invalid_argument(format!("input {alias}: ONNX string tensors must be UTF-8")))?;
+            Ok(tract_onnx::prelude::tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), strings)
+                .map(TractTensor::from)
+                .map_err(|e| ServingError::invalid_argument(e.to_string()))?)
+        }
+        TensorData::BFloat16(_) => {
+            return Err(ServingError::invalid_argument(format!("input {alias}: bfloat16 is not supported by the ONNX backend")))
+        }
+    };
+    result.map_err(|e| ServingError::internal(format!("input {alias}: {e}")))
+}
+
+fn from_tract(name: &str, t: TractTensor) -> Result<Tensor, ServingError> {
+    fn plain<T: Element + tract_onnx::prelude::Datum>(t: TractTensor) -> tract_onnx::prelude::TractResult<Tensor> {
+        Ok(Tensor::from_array(t.into_plain_array::<T>()?))
+    }
+    let result = match t.datum_type() {
+        DatumType::F32 => plain::<f32>(t),
+        DatumType::F64 => plain::<f64>(t),
+        DatumType::I8 => plain::<i8>(t),
+        DatumType::I16 => plain::<i16>(t),
+        DatumType::I32 => plain::<i32>(t),
+        DatumType::I64 => plain::<i64>(t),
+        DatumType::U8 => plain::<u8>(t),
+        DatumType::U16 => plain::<u16>(t),
+        DatumType::U32 => plain::<u32>(t),
+        DatumType::U64 => plain::<u64>(t),
+        DatumType::F16 => plain::<half::f16>(t),
+        DatumType::Bool => t.into_plain_array::<bool>().map(|a| {
+            let shape = a.shape().to_vec();
+            Tensor::from_bools(shape, a.iter().copied().collect()).expect("shape from the array")
+        }),
+        DatumType::String => t.into_plain_array::<String>().map(|a| {
+            let shape = a.shape().to_vec();
+            Tensor::from_strings(shape, a.iter().map(|s| Bytes::from(s.clone())).collect()).expect("shape from the array")
+        }),
+        other => return Err(ServingError::internal(format!("output {name} has unsupported type {other:?}"))),
+    };
+    result.map_err(|e| ServingError::internal(format!("output {name}: {e}")))
+}
+
+impl Model for OnnxModel {
+    fn signatures(&self) -> &BTreeMap<String, Signature> {
+        &self.signatures
+    }
+
+    fn run(&self, signature: &str, inputs: TensorMap, outputs: &[String]) -> Result<TensorMap, ServingError> {
+        if signature != DEFAULT_SIGNATURE {
+            return Err(ServingError::failed_precondition(format!("Serving signature key \"{signature}\" not found.")));
+        }
+        let mut values = tvec!();
+        for input in &self.inputs {
+            let tensor = inputs
+                .get(&input.name)
+                .ok_or_else(|| ServingError::invalid_argument(format!("missing input {}", input.name)))?;
+            // Check the shape here so a bad request gets a clear message, not a graph error.
+            let shape = tensor.shape();
+            let fits = shape.len() == input.dims.len()
+                && shape.iter().zip(&input.dims).all(|(got, want)| want.is_none_or(|w| w == *got));
+            if !fits {
+                let want: Vec<String> =
+                    input.dims.iter().map(|d| d.map(|v| v.to_string()).unwrap_or_else(|| "-1".into())).collect();
+                return Err(ServingError::invalid_argument(format!(
+                    "input {} has shape {:?}, but the model expects [{}]",
+                    input.name,
+                    shape,
+                    want.join(",")
+                )));
+            }
+            values.push(to_tract(&input.name, tensor)?.into_tvalue());
+        }
+        let results = self.plan.run(values).map_err(|e| ServingError::invalid_argument(format!("model run failed: {e}")))?;
+        let mut out = TensorMap::new();
+        for (name, value) in self.outputs.iter().zip(results) {
+            if outputs.iter().any(|o| o == name) {
+                out.insert(name.clone(), from_tract(name, value.into_tensor())?);
+            }
+        }
+        Ok(out)
+    }
+}

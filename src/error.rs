@@ -1,0 +1,144 @@
+//! The one error type every layer returns, with TensorFlow's canonical codes.
+
+use std::fmt;
+
+/// TensorFlow's canonical error codes (`tensorflow.error.Code`), numbered as on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum Code {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
+}
+
+impl Code {
+    /// The gRPC status code; TF Serving maps them one to one.
+    pub fn to_grpc(self) -> tonic::Code {
+        tonic::Code::from_i32(self as i32)
+    }
+
+    /// The upper-case name TensorFlow prints (`INVALID_ARGUMENT`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::Ok => "OK",
+            Code::Cancelled => "CANCELLED",
+            Code::Unknown => "UNKNOWN",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::Aborted => "ABORTED",
+            Code::OutOfRange => "OUT_OF_RANGE",
+            Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Internal => "INTERNAL",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::DataLoss => "DATA_LOSS",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+}
+
+/// A failed request or load: a canonical code and a message meant for the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServingError {
+    /// The canonical code; front ends map it to a gRPC code or HTTP status.
+    pub code: Code,
+    /// The message, worded like TF Serving's where it has one.
+    pub message: String,
+}
+
+/// TF Serving cuts longer error messages, so clients never receive huge trailers.
+pub const MAX_ERROR_MESSAGE_LEN: usize = 1024;
+
+impl ServingError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        ServingError { code, message: message.into() }
+    }
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(Code::InvalidArgument, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(Code::NotFound, message)
+    }
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::new(Code::FailedPrecondition, message)
+    }
+    pub fn unimplemented(message: impl Into<String>) -> Self {
+        Self::new(Code::Unimplemented, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Code::Internal, message)
+    }
+    pub fn resource_exhausted(message: impl Into<String>) -> Self {
+        Self::new(Code::ResourceExhausted, message)
+    }
+
+    /// The message as sent on the wire: cut at 1024 bytes with `...TRUNCATED` appended.
+    pub fn wire_message(&self) -> String {
+        truncate_message(&self.message)
+    }
+}
+
+/// Cuts a message the way TF Serving's gRPC layer does (at a char boundary).
+pub fn truncate_message(message: &str) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE_LEN {
+        return message.to_string();
+    }
+    let mut end = MAX_ERROR_MESSAGE_LEN;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...TRUNCATED", &message[..end])
+}
+
+impl fmt::Display for ServingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.message)
+    }
+}
+
+impl std::error::Error for ServingError {}
+
+impl From<ServingError> for tonic::Status {
+    fn from(e: ServingError) -> Self {
+        tonic::Status::new(e.code.to_grpc(), e.wire_message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_truncated_like_tf_serving() {
+        let e = ServingError::invalid_argument("x".repeat(2000));
+        let m = e.wire_message();
+        assert_eq!(m.len(), 1024 + "...TRUNCATED".len());
+        assert!(m.ends_with("x...TRUNCATED"));
+        assert_eq!(ServingError::invalid_argument("short").wire_message(), "short");
+    }
+
+    #[test]
+    fn codes_map_one_to_one_to_grpc() {
+        assert_eq!(Code::NotFound.to_grpc(), tonic::Code::NotFound);
+        assert_eq!(Code::FailedPrecondition.to_grpc(), tonic::Code::FailedPrecondition);
+        assert_eq!(Code::Unauthenticated.to_grpc(), tonic::Code::Unauthenticated);
+    }
+}

@@ -1,0 +1,76 @@
+//! What a servable model is ([`Model`], [`Signature`]) and where they live ([`ModelRegistry`]).
+
+mod registry;
+
+pub use registry::{ModelRegistry, RunStats, Servable, ServableState, VersionChoice, VersionStatus};
+
+use std::collections::BTreeMap;
+
+use crate::error::ServingError;
+use crate::tensor::{DataType, Tensor};
+
+/// Named tensors, keyed by signature alias; sorted, as TF Serving reports names.
+pub type TensorMap = BTreeMap<String, Tensor>;
+
+/// The signature TF Serving uses when a request names none.
+pub const DEFAULT_SIGNATURE: &str = "serving_default";
+
+/// TF Serving's method name for prediction signatures.
+pub const PREDICT_METHOD_NAME: &str = "tensorflow/serving/predict";
+
+/// One input or output of a signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// The tensor's name inside the model (TF's "feed name"), e.g. the ONNX tensor name.
+    pub name: String,
+    /// Element type; requests must send exactly this type.
+    pub dtype: DataType,
+    /// Dimensions with -1 for unknown sizes; `None` when even the rank is unknown.
+    pub shape: Option<Vec<i64>>,
+}
+
+impl TensorSpec {
+    /// A spec with a known rank.
+    pub fn new(name: impl Into<String>, dtype: DataType, shape: &[i64]) -> Self {
+        TensorSpec { name: name.into(), dtype, shape: Some(shape.to_vec()) }
+    }
+}
+
+/// A named entry point of a model: aliases to tensor specs, as in TF's `SignatureDef`.
+#[derive(Clone, Debug, Default)]
+pub struct Signature {
+    /// Inputs by alias.
+    pub inputs: BTreeMap<String, TensorSpec>,
+    /// Outputs by alias.
+    pub outputs: BTreeMap<String, TensorSpec>,
+    /// `tensorflow/serving/predict`, `.../classify` or `.../regress`.
+    pub method_name: String,
+    /// Values used for inputs a request leaves out.
+    pub defaults: BTreeMap<String, Tensor>,
+}
+
+impl Signature {
+    /// A prediction signature with the given inputs and outputs.
+    pub fn predict(inputs: impl IntoIterator<Item = (String, TensorSpec)>, outputs: impl IntoIterator<Item = (String, TensorSpec)>) -> Self {
+        Signature {
+            inputs: inputs.into_iter().collect(),
+            outputs: outputs.into_iter().collect(),
+            method_name: PREDICT_METHOD_NAME.to_string(),
+            defaults: BTreeMap::new(),
+        }
+    }
+}
+
+/// A loaded model version that can answer requests.
+///
+/// Implement it to serve your own Rust code beside the ONNX models. `run` is
+/// called with inputs already checked against the signature (every alias
+/// present, dtypes equal); it may block, since the server moves slow models
+/// off the async reactor.
+pub trait Model: Send + Sync + 'static {
+    /// The signatures this model serves, by name (`serving_default` is the default).
+    fn signatures(&self) -> &BTreeMap<String, Signature>;
+
+    /// Runs `signature` on `inputs` and returns at least the aliases in `outputs`.
+    fn run(&self, signature: &str, inputs: TensorMap, outputs: &[String]) -> Result<TensorMap, ServingError>;
+}

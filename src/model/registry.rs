@@ -1,0 +1,267 @@
+//! The registry: model name -> versions -> servable, read without locks.
+//!
+//! Readers load an immutable snapshot (`arc_swap`); writers build a new one
+//! under a mutex. A request holds an `Arc` to its model, so a version removed
+//! from the registry finishes its in-flight requests before it is freed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::Model;
+use crate::error::{Code, ServingError};
+
+/// Lifecycle states, numbered as in `ModelVersionStatus.State`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServableState {
+    Start = 10,
+    Loading = 20,
+    Available = 30,
+    Unloading = 40,
+    End = 50,
+}
+
+impl ServableState {
+    /// The upper-case name used in status JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServableState::Start => "START",
+            ServableState::Loading => "LOADING",
+            ServableState::Available => "AVAILABLE",
+            ServableState::Unloading => "UNLOADING",
+            ServableState::End => "END",
+        }
+    }
+}
+
+/// The status of one version, as `GetModelStatus` reports it.
+#[derive(Clone, Debug)]
+pub struct VersionStatus {
+    /// The version number.
+    pub version: i64,
+    /// Its lifecycle state.
+    pub state: ServableState,
+    /// The load error, if loading failed.
+    pub error: Option<ServingError>,
+}
+
+/// One version as stored in a snapshot.
+#[derive(Clone)]
+struct VersionEntry {
+    /// State and error.
+    status: VersionStatus,
+    /// The model, present while the version can serve.
+    model: Option<Arc<dyn Model>>,
+    /// Run-time statistics of this version.
+    stats: Arc<RunStats>,
+}
+
+/// One model name as stored in a snapshot.
+#[derive(Clone, Default)]
+struct ModelEntry {
+    /// Versions by number.
+    versions: BTreeMap<i64, VersionEntry>,
+    /// Version labels (`stable` -> 1).
+    labels: HashMap<String, i64>,
+}
+
+/// A model version resolved for one request.
+#[derive(Clone)]
+pub struct Servable {
+    /// The model name as requested.
+    pub name: String,
+    /// The resolved version.
+    pub version: i64,
+    /// The model; holding it keeps the version alive.
+    pub model: Arc<dyn Model>,
+    /// Run-time statistics, used to choose inline or blocking execution.
+    pub stats: Arc<RunStats>,
+}
+
+/// Run-time statistics of one model version.
+#[derive(Default, Debug)]
+pub struct RunStats {
+    /// Exponential average of one run, in nanoseconds; 0 until measured.
+    avg_run_nanos: AtomicU64,
+}
+
+impl RunStats {
+    /// The average run time so far.
+    pub fn average(&self) -> Duration {
+        Duration::from_nanos(self.avg_run_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Adds one measured run (weight 1/8: steady, yet adapts within a few calls).
+    pub fn record(&self, elapsed: Duration) {
+        let nanos = elapsed.as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.avg_run_nanos.load(Ordering::Relaxed);
+        let new = if old == 0 { nanos } else { old - old / 8 + nanos / 8 };
+        self.avg_run_nanos.store(new.max(1), Ordering::Relaxed);
+    }
+}
+
+/// Which version a request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VersionChoice {
+    /// The highest available version.
+    Latest,
+    /// One version number.
+    Specific(i64),
+    /// A version label from the config.
+    Label(String),
+}
+
+/// Name -> versions -> servable.
+#[derive(Default)]
+pub struct ModelRegistry {
+    /// The current snapshot; replaced whole on every change.
+    snapshot: ArcSwap<HashMap<String, Arc<ModelEntry>>>,
+    /// Serialises writers so no update is lost.
+    write: Mutex<()>,
+}
+
+impl ModelRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut ModelEntry)) {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.snapshot.load();
+        let mut next: HashMap<String, Arc<ModelEntry>> = (**current).clone();
+        let mut entry = next.get(name).map(|e| (**e).clone()).unwrap_or_default();
+        f(&mut entry);
+        next.insert(name.to_string(), Arc::new(entry));
+        self.snapshot.store(Arc::new(next));
+    }
+
+    /// Adds (or replaces) a version that is ready to serve.
+    pub fn insert(&self, name: &str, version: i64, model: Arc<dyn Model>) {
+        self.update(name, |e| {
+            e.versions.insert(
+                version,
+                VersionEntry {
+                    status: VersionStatus { version, state: ServableState::Available, error: None },
+                    model: Some(model),
+                    stats: Arc::new(RunStats::default()),
+                },
+            );
+        });
+    }
+
+    /// Records a version that cannot serve (loading, failed, unloaded), dropping its model.
+    pub fn set_status(&self, name: &str, version: i64, state: ServableState, error: Option<ServingError>) {
+        self.update(name, |e| {
+            e.versions.insert(
+                version,
+                VersionEntry { status: VersionStatus { version, state, error }, model: None, stats: Arc::default() },
+            );
+        });
+    }
+
+    /// Replaces the version labels of a model.
+    pub fn set_labels(&self, name: &str, labels: HashMap<String, i64>) {
+        self.update(name, |e| e.labels = labels);
+    }
+
+    /// Removes a model and all its versions.
+    pub fn remove(&self, name: &str) {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next: HashMap<String, Arc<ModelEntry>> = (**self.snapshot.load()).clone();
+        next.remove(name);
+        self.snapshot.store(Arc::new(next));
+    }
+
+    /// The names of all models, sorted.
+    pub fn model_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.snapshot.load().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Every version of `name`, highest first; `None` for an unknown model.
+    pub fn statuses(&self, name: &str) -> Option<Vec<VersionStatus>> {
+        let snapshot = self.snapshot.load();
+        let entry = snapshot.get(name)?;
+        Some(entry.versions.values().rev().map(|v| v.status.clone()).collect())
+    }
+
+    /// Resolves a request's model and version to a loaded servable, with TF Serving's errors.
+    pub fn resolve(&self, name: &str, choice: &VersionChoice) -> Result<Servable, ServingError> {
+        let snapshot = self.snapshot.load();
+        let entry = snapshot.get(name);
+        let version = match choice {
+            VersionChoice::Latest => entry.and_then(|e| {
+                e.versions.iter().rev().find(|(_, v)| v.model.is_some()).map(|(k, _)| *k)
+            }),
+            VersionChoice::Specific(v) => Some(*v),
+            VersionChoice::Label(label) => {
+                match entry.and_then(|e| e.labels.get(label)) {
+                    Some(v) => Some(*v),
+                    None => {
+                        return Err(ServingError::invalid_argument(format!(
+                            "Unrecognized servable version label: {label}"
+                        )))
+                    }
+                }
+            }
+        };
+        let found = version.and_then(|v| {
+            let found = entry?.versions.get(&v)?;
+            let model = found.model.clone()?;
+            Some(Servable { name: name.to_string(), version: v, model, stats: found.stats.clone() })
+        });
+        found.ok_or_else(|| {
+            let request = match (choice, version) {
+                (VersionChoice::Latest, _) | (_, None) => format!("Latest({name})"),
+                (_, Some(v)) => format!("Specific({name}, {v})"),
+            };
+            ServingError::new(Code::NotFound, format!("Servable not found for request: {request}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Signature, TensorMap};
+    use std::collections::BTreeMap;
+
+    struct Nothing(BTreeMap<String, Signature>);
+    impl Model for Nothing {
+        fn signatures(&self) -> &BTreeMap<String, Signature> {
+            &self.0
+        }
+        fn run(&self, _: &str, _: TensorMap, _: &[String]) -> Result<TensorMap, ServingError> {
+            Ok(TensorMap::new())
+        }
+    }
+
+    fn model() -> Arc<dyn Model> {
+        Arc::new(Nothing(BTreeMap::new()))
+    }
+
+    #[test]
+    fn resolves_latest_specific_and_labels() {
+        let r = ModelRegistry::new();
+        r.insert("m", 1, model());
+        r.insert("m", 3, model());
+        r.set_status("m", 4, ServableState::End, Some(ServingError::internal("bad")));
+        r.set_labels("m", HashMap::from([("stable".to_string(), 1)]));
+        assert_eq!(r.resolve("m", &VersionChoice::Latest).unwrap().version, 3);
+        assert_eq!(r.resolve("m", &VersionChoice::Specific(1)).unwrap().version, 1);
+        assert_eq!(r.resolve("m", &VersionChoice::Label("stable".into())).unwrap().version, 1);
+        let e = r.resolve("m", &VersionChoice::Specific(4)).err().unwrap();
+        assert_eq!(e.message, "Servable not found for request: Specific(m, 4)");
+        let e = r.resolve("nope", &VersionChoice::Latest).err().unwrap();
+        assert_eq!((e.code, e.message.as_str()), (Code::NotFound, "Servable not found for request: Latest(nope)"));
+        let e = r.resolve("m", &VersionChoice::Label("canary".into())).err().unwrap();
+        assert_eq!((e.code, e.message.as_str()), (Code::InvalidArgument, "Unrecognized servable version label: canary"));
+        let versions: Vec<i64> = r.statuses("m").unwrap().iter().map(|s| s.version).collect();
+        assert_eq!(versions, vec![4, 3, 1]);
+    }
+}

@@ -1,0 +1,210 @@
+//! Listeners, health, reflection and shutdown around the gRPC front end.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::api::grpc::{GrpcApi, ModelServiceServer, PredictionServiceServer};
+use crate::model::ModelRegistry;
+use crate::serving::{ServingCore, ServingOptions};
+
+/// Health names TF Serving registers (short) plus the full service names.
+pub const HEALTH_SERVICE_NAMES: [&str; 4] = [
+    "tensorflow.serving.PredictionService",
+    "tensorflow.serving.ModelService",
+    "PredictionService",
+    "ModelService",
+];
+
+/// TF Serving's message limit in both directions: INT32_MAX.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
+
+/// Error type of server set-up.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where and how to serve.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// TCP address for gRPC; `None` for none.
+    pub grpc_addr: Option<SocketAddr>,
+    /// Unix socket path for gRPC, as `--grpc_socket_path`.
+    pub grpc_socket_path: Option<PathBuf>,
+    /// Largest gRPC message received or sent.
+    pub max_message_size: usize,
+    /// Request handling settings.
+    pub serving: ServingOptions,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            grpc_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8500))),
+            grpc_socket_path: None,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            serving: ServingOptions::default(),
+        }
+    }
+}
+
+/// The HTTP/2 transport settings every gRPC listener (and the benchmark's echo ceiling) uses.
+pub fn transport() -> Server {
+    Server::builder().tcp_nodelay(true)
+}
+
+/// The tokio runtime the server binary runs on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+/// The services one gRPC listener serves; cheap to clone for a second listener.
+#[derive(Clone)]
+pub struct GrpcServices {
+    /// TF Serving's PredictionService.
+    prediction: PredictionServiceServer<GrpcApi>,
+    /// TF Serving's ModelService.
+    model: ModelServiceServer<GrpcApi>,
+    /// grpc.health.v1.
+    health: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    /// Reflection v1 (grpcurl 1.9+, tonic clients).
+    reflection_v1: tonic_reflection::server::v1::ServerReflectionServer<tonic_reflection::server::v1::ReflectionService>,
+    /// Reflection v1alpha (grpcurl 1.8 speaks only this).
+    reflection_v1alpha:
+        tonic_reflection::server::v1alpha::ServerReflectionServer<tonic_reflection::server::v1alpha::ReflectionService>,
+    /// Sets health to NOT_SERVING on shutdown.
+    reporter: HealthReporter,
+}
+
+impl GrpcServices {
+    /// Builds every service over `core`, with health set to SERVING.
+    pub async fn new(core: Arc<ServingCore>, max_message_size: usize) -> Result<Self, BoxError> {
+        let api = GrpcApi::new(core);
+        let (reporter, health) = tonic_health::server::health_reporter();
+        for name in HEALTH_SERVICE_NAMES {
+            reporter.set_service_status(name, ServingStatus::Serving).await;
+        }
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        Ok(GrpcServices {
+            prediction: PredictionServiceServer::new(api.clone())
+                .max_decoding_message_size(max_message_size)
+                .max_encoding_message_size(max_message_size),
+            model: ModelServiceServer::new(api)
+                .max_decoding_message_size(max_message_size)
+                .max_encoding_message_size(max_message_size),
+            health,
+            reflection_v1: reflection().build_v1()?,
+            reflection_v1alpha: reflection().build_v1alpha()?,
+            reporter,
+        })
+    }
+
+    fn router(&self) -> tonic::transport::server::Router {
+        transport()
+            .add_service(self.health.clone())
+            .add_service(self.reflection_v1.clone())
+            .add_service(self.reflection_v1alpha.clone())
+            .add_service(self.prediction.clone())
+            .add_service(self.model.clone())
+    }
+
+    /// Serves on a bound TCP listener until `shutdown` completes.
+    pub async fn serve_tcp(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
+        self.router().serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await?;
+        Ok(())
+    }
+
+    /// Serves on a Unix socket path until `shutdown` completes.
+    #[cfg(unix)]
+    pub async fn serve_unix(&self, path: &std::path::Path, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
+        // A stale socket file from an earlier run would make bind fail.
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)?;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        self.router().serve_with_incoming_shutdown(incoming, shutdown).await?;
+        Ok(())
+    }
+
+    /// Marks every service NOT_SERVING, so load balancers drain before the listeners close.
+    pub async fn set_not_serving(&self) {
+        for name in HEALTH_SERVICE_NAMES {
+            self.reporter.set_service_status(name, ServingStatus::NotServing).await;
+        }
+        self.reporter.set_service_status("", ServingStatus::NotServing).await;
+    }
+}
+
+/// Resolves when the process gets Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Serves `registry` as `config` says until `shutdown` completes.
+pub async fn serve(
+    registry: Arc<ModelRegistry>,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BoxError> {
+    let core = Arc::new(ServingCore::new(registry, config.serving.clone()));
+    let services = GrpcServices::new(core, config.max_message_size).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = config.grpc_addr {
+        let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot bind gRPC port {addr}: {e}"))?;
+        tracing::info!("gRPC (PredictionService, ModelService, health, reflection) on {}", listener.local_addr()?);
+        let (s, stop) = (services.clone(), stop());
+        tasks.spawn(async move { s.serve_tcp(listener, stop).await });
+    }
+    #[cfg(unix)]
+    if let Some(path) = config.grpc_socket_path.clone() {
+        tracing::info!("gRPC on unix socket {}", path.display());
+        let (s, stop) = (services.clone(), stop());
+        tasks.spawn(async move { s.serve_unix(&path, stop).await });
+    }
+    let services_for_stop = services.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        services_for_stop.set_not_serving().await;
+        let _ = stop_tx.send(true);
+    });
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    if let Some(path) = &config.grpc_socket_path {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}

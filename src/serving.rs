@@ -1,0 +1,218 @@
+//! The one place a request meets a model: resolution, checks, execution.
+//!
+//! Front ends decode their wire format into [`TensorMap`]s and call
+//! [`ServingCore::predict`]; a batcher can later slot in here without touching them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::ServingError;
+use crate::model::{ModelRegistry, Servable, Signature, TensorMap, VersionChoice, DEFAULT_SIGNATURE};
+use crate::tensor::proto::DecodeLimits;
+use crate::tensor::Tensor;
+
+/// Settings shared by every front end.
+#[derive(Clone, Debug)]
+pub struct ServingOptions {
+    /// Emit outputs as `tensor_content` instead of typed fields.
+    pub tensor_content_output: bool,
+    /// Limits for decoding request tensors.
+    pub decode_limits: DecodeLimits,
+    /// Models whose runs average below this run inline on the async worker; slower ones go to the blocking pool.
+    pub inline_run_threshold: Duration,
+}
+
+impl Default for ServingOptions {
+    fn default() -> Self {
+        ServingOptions {
+            tensor_content_output: false,
+            decode_limits: DecodeLimits::default(),
+            inline_run_threshold: Duration::from_micros(50),
+        }
+    }
+}
+
+/// A checked Predict call, ready to run.
+pub struct PredictCall<'a> {
+    /// The resolved servable.
+    pub servable: &'a Servable,
+    /// The resolved signature name.
+    pub signature_name: &'a str,
+    /// The signature.
+    pub signature: &'a Signature,
+    /// Inputs by alias, complete and type-checked.
+    pub inputs: TensorMap,
+    /// Output aliases to return, in request order.
+    pub outputs: Vec<String>,
+}
+
+/// The registry plus the shared request logic.
+pub struct ServingCore {
+    /// Where models live.
+    registry: Arc<ModelRegistry>,
+    /// Shared settings.
+    options: ServingOptions,
+}
+
+impl ServingCore {
+    /// A core over `registry`.
+    pub fn new(registry: Arc<ModelRegistry>, options: ServingOptions) -> Self {
+        ServingCore { registry, options }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<ModelRegistry> {
+        &self.registry
+    }
+
+    /// The settings.
+    pub fn options(&self) -> &ServingOptions {
+        &self.options
+    }
+
+    /// Resolves a model name and version choice, with TF Serving's errors.
+    pub fn resolve(&self, name: &str, choice: &VersionChoice) -> Result<Servable, ServingError> {
+        if name.is_empty() {
+            return Err(ServingError::invalid_argument("ModelSpec has no name specified."));
+        }
+        self.registry.resolve(name, choice)
+    }
+
+    /// Checks a Predict request's input names and output filter against the signature.
+    ///
+    /// `decode` turns one request input into a tensor and is called in TF Serving's
+    /// order (sorted by alias), so its errors surface as TF Serving's would.
+    pub fn prepare_predict<'a, R>(
+        &self,
+        servable: &'a Servable,
+        signature_name: &'a str,
+        mut request_inputs: BTreeMap<String, R>,
+        output_filter: &[String],
+        mut decode: impl FnMut(&str, R) -> Result<Tensor, ServingError>,
+    ) -> Result<PredictCall<'a>, ServingError> {
+        let signature_name = if signature_name.is_empty() { DEFAULT_SIGNATURE } else { signature_name };
+        let signature = servable.model.signatures().get(signature_name).ok_or_else(|| {
+            ServingError::failed_precondition(format!("Serving signature key \"{signature_name}\" not found."))
+        })?;
+        check_input_count(signature, &request_inputs)?;
+
+        let request_names: BTreeSet<String> = request_inputs.keys().cloned().collect();
+        let mut seen = BTreeSet::new();
+        let mut inputs = TensorMap::new();
+        for (alias, spec) in &signature.inputs {
+            let tensor = match request_inputs.remove(alias) {
+                Some(raw) => {
+                    seen.insert(alias.clone());
+                    decode(alias, raw)?
+                }
+                None => match signature.defaults.get(alias) {
+                    Some(t) => t.clone(),
+                    None => {
+                        return Err(ServingError::invalid_argument(format!(
+                            "Signature input alias: {alias}(feed name: {}) not found in request and no default value provided. Inputs expected to be in the request {{{}}}, or default input alias set: {}",
+                            spec.name,
+                            join(request_names.iter()),
+                            join(signature.defaults.keys()),
+                        )))
+                    }
+                },
+            };
+            inputs.insert(alias.clone(), tensor);
+        }
+        if !request_names.is_empty() && seen.len() != request_names.len() {
+            return Err(ServingError::invalid_argument(format!(
+                "Inputs contains invalid name. Used request inputs: {}, request input: {}",
+                join(seen.iter()),
+                join(request_names.iter())
+            )));
+        }
+        // TensorFlow checks feed types in the signature's input order: arg[i].
+        for (i, (alias, spec)) in signature.inputs.iter().enumerate() {
+            let got = inputs[alias].dtype();
+            if got != spec.dtype {
+                return Err(ServingError::invalid_argument(format!(
+                    "Expects arg[{i}] to be {} but {} is provided",
+                    spec.dtype.name(),
+                    got.name()
+                )));
+            }
+        }
+        let outputs = select_outputs(signature, output_filter)?;
+        Ok(PredictCall { servable, signature_name, signature, inputs, outputs })
+    }
+
+    /// Runs a prepared call; slow models run on the blocking pool, never on the reactor.
+    pub async fn predict(&self, call: PredictCall<'_>) -> Result<TensorMap, ServingError> {
+        let PredictCall { servable, signature_name, inputs, outputs, .. } = call;
+        let model = servable.model.clone();
+        let stats = servable.stats.clone();
+        let average = stats.average();
+        // Unmeasured models start on the blocking pool; only proven-fast ones run inline.
+        let mut result = if !average.is_zero() && average < self.options.inline_run_threshold {
+            let start = Instant::now();
+            let r = model.run(signature_name, inputs, &outputs);
+            stats.record(start.elapsed());
+            r
+        } else {
+            let signature = signature_name.to_string();
+            let outputs_for_run = outputs.clone();
+            let (r, elapsed) = tokio::task::spawn_blocking(move || {
+                let start = Instant::now();
+                let r = model.run(&signature, inputs, &outputs_for_run);
+                (r, start.elapsed())
+            })
+            .await
+            .map_err(|e| ServingError::internal(format!("model run failed: {e}")))?;
+            stats.record(elapsed);
+            r
+        }?;
+        let mut out = TensorMap::new();
+        for alias in outputs {
+            let tensor = result.remove(&alias).ok_or_else(|| {
+                ServingError::internal(format!("model did not produce output {alias}"))
+            })?;
+            out.insert(alias, tensor);
+        }
+        Ok(out)
+    }
+}
+
+fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    names.map(String::as_str).collect::<Vec<_>>().join(",")
+}
+
+fn check_input_count<R>(signature: &Signature, request: &BTreeMap<String, R>) -> Result<(), ServingError> {
+    let (sent, wanted) = (request.len(), signature.inputs.len());
+    if sent > wanted || (sent < wanted && signature.defaults.is_empty()) {
+        let extra: Vec<&String> = request.keys().filter(|k| !signature.inputs.contains_key(*k)).collect();
+        let missing: Vec<&String> = signature.inputs.keys().filter(|k| !request.contains_key(*k)).collect();
+        return Err(ServingError::invalid_argument(format!(
+            "input size does not match signature: {sent}!={wanted} len({{{}}}) != len({{{}}}). Sent extra: {{{}}}. Missing but required: {{{}}}.",
+            join(request.keys()),
+            join(signature.inputs.keys()),
+            join(extra.into_iter()),
+            join(missing.into_iter()),
+        )));
+    }
+    Ok(())
+}
+
+fn select_outputs(signature: &Signature, filter: &[String]) -> Result<Vec<String>, ServingError> {
+    if filter.is_empty() {
+        return Ok(signature.outputs.keys().cloned().collect());
+    }
+    let mut seen = BTreeSet::new();
+    for alias in filter {
+        if !signature.outputs.contains_key(alias) {
+            return Err(ServingError::invalid_argument(format!(
+                "output tensor alias not found in signature: {alias} Outputs expected to be in the set {{{}}}.",
+                join(signature.outputs.keys())
+            )));
+        }
+        if !seen.insert(alias) {
+            return Err(ServingError::invalid_argument(format!("duplicate output tensor alias: {alias}")));
+        }
+    }
+    Ok(filter.to_vec())
+}
