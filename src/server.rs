@@ -63,6 +63,13 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }
 
+/// Reflection over our schemas and the health service's.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
 /// The services one gRPC listener serves; cheap to clone for a second listener.
 #[derive(Clone)]
 pub struct GrpcServices {
@@ -72,11 +79,6 @@ pub struct GrpcServices {
     model: ModelServiceServer<GrpcApi>,
     /// grpc.health.v1.
     health: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
-    /// Reflection v1 (grpcurl 1.9+, tonic clients).
-    reflection_v1: tonic_reflection::server::v1::ServerReflectionServer<tonic_reflection::server::v1::ReflectionService>,
-    /// Reflection v1alpha (grpcurl 1.8 speaks only this).
-    reflection_v1alpha:
-        tonic_reflection::server::v1alpha::ServerReflectionServer<tonic_reflection::server::v1alpha::ReflectionService>,
     /// Sets health to NOT_SERVING on shutdown.
     reporter: HealthReporter,
 }
@@ -85,15 +87,16 @@ impl GrpcServices {
     /// Builds every service over `core`, with health set to SERVING.
     pub async fn new(core: Arc<ServingCore>, max_message_size: usize) -> Result<Self, BoxError> {
         let api = GrpcApi::new(core);
-        let (reporter, health) = tonic_health::server::health_reporter();
+        let reporter = HealthReporter::new();
+        let health = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+        );
+        reporter.set_service_status("", ServingStatus::Serving).await;
         for name in HEALTH_SERVICE_NAMES {
             reporter.set_service_status(name, ServingStatus::Serving).await;
         }
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
+        // Fail at start-up, not per listener, if the descriptors are unusable.
+        reflection().build_v1()?;
         Ok(GrpcServices {
             prediction: PredictionServiceServer::new(api.clone())
                 .max_decoding_message_size(max_message_size)
@@ -102,24 +105,23 @@ impl GrpcServices {
                 .max_decoding_message_size(max_message_size)
                 .max_encoding_message_size(max_message_size),
             health,
-            reflection_v1: reflection().build_v1()?,
-            reflection_v1alpha: reflection().build_v1alpha()?,
             reporter,
         })
     }
 
-    fn router(&self) -> tonic::transport::server::Router {
-        transport()
+    fn router(&self) -> Result<tonic::transport::server::Router, BoxError> {
+        Ok(transport()
             .add_service(self.health.clone())
-            .add_service(self.reflection_v1.clone())
-            .add_service(self.reflection_v1alpha.clone())
+            // v1 for current clients; v1alpha because grpcurl 1.8 speaks only that.
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
             .add_service(self.prediction.clone())
-            .add_service(self.model.clone())
+            .add_service(self.model.clone()))
     }
 
     /// Serves on a bound TCP listener until `shutdown` completes.
     pub async fn serve_tcp(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
-        self.router().serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await?;
+        self.router()?.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await?;
         Ok(())
     }
 
@@ -130,7 +132,7 @@ impl GrpcServices {
         let _ = std::fs::remove_file(path);
         let listener = tokio::net::UnixListener::bind(path)?;
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-        self.router().serve_with_incoming_shutdown(incoming, shutdown).await?;
+        self.router()?.serve_with_incoming_shutdown(incoming, shutdown).await?;
         Ok(())
     }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tract_onnx::prelude::{
-    tvec, DatumType, Framework, InferenceModelExt, IntoTValue, Tensor as TractTensor, TypedRunnableModel,
+    tvec, DatumType, Framework, InferenceModelExt, IntoRunnable, IntoTValue, IntoTensor, Tensor as TractTensor,
+    TypedRunnableModel,
 };
 
 use crate::error::ServingError;
