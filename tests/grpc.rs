@@ -150,8 +150,8 @@ async fn tensor_content_input_and_output() {
     let resp = server.predict().await.predict(req).await.unwrap().into_inner();
     let y = &resp.outputs["y"];
     assert!(y.float_val.is_empty());
-    let values: &[f32] = bytemuck::cast_slice(&y.tensor_content);
-    assert_eq!(values, &[3.0, 3.5, 4.0]);
+    let values: Vec<f32> = bytemuck::pod_collect_to_vec(&y.tensor_content);
+    assert_eq!(values, vec![3.0, 3.5, 4.0]);
 }
 
 #[tokio::test]
