@@ -62,7 +62,7 @@ run() { # name port pid
   echo "$rps" > "$WORK/$name.rps"
 }
 
-RUST_LOG=warn target/release/tensorserve --port "$PORT_TS" --grpc_bind_address 127.0.0.1 &
+RUST_LOG=warn target/release/tensorserve --port "$PORT_TS" --grpc_bind_address 127.0.0.1 ${TENSORSERVE_FLAGS:-} &
 TS_PID=$!
 target/release/examples/echo_server "$PORT_ECHO" 2>/dev/null &
 ECHO_PID=$!

@@ -46,6 +46,10 @@ struct Flags {
     #[arg(long = "max_message_size_bytes", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
     max_message_size_bytes: usize,
 
+    /// Models whose average run is shorter than this run on the async workers; slower ones on the blocking pool.
+    #[arg(long = "inline_run_threshold_micros", default_value_t = 50)]
+    inline_run_threshold_micros: u64,
+
     /// Address the gRPC port binds to.
     #[arg(long = "grpc_bind_address", default_value = "0.0.0.0")]
     grpc_bind_address: std::net::IpAddr,
@@ -57,6 +61,7 @@ fn main() -> Result<(), server::BoxError> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let flags = Flags::parse();
     if flags.rest_api_port != 0 {
@@ -85,7 +90,7 @@ fn main() -> Result<(), server::BoxError> {
         serving: ServingOptions {
             tensor_content_output: flags.enable_serialization_as_tensor_content,
             decode_limits: DecodeLimits { max_tensor_bytes: flags.max_message_size_bytes },
-            ..ServingOptions::default()
+            inline_run_threshold: std::time::Duration::from_micros(flags.inline_run_threshold_micros),
         },
     };
     let runtime = server::runtime()?;
