@@ -64,7 +64,7 @@ run() { # name port pid
 
 RUST_LOG=warn target/release/tensorserve --port "$PORT_TS" --grpc_bind_address 127.0.0.1 ${TENSORSERVE_FLAGS:-} &
 TS_PID=$!
-target/release/examples/echo_server "$PORT_ECHO" 2>/dev/null &
+target/release/examples/echo_server "$PORT_ECHO" "${ECHO_THREADS:-0}" 2>/dev/null &
 ECHO_PID=$!
 for _ in $(seq 1 100); do
   (exec 3<>/dev/tcp/127.0.0.1/$PORT_TS) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$PORT_ECHO) 2>/dev/null && break

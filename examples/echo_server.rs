@@ -8,6 +8,10 @@ use tensorserve::proto::tensorflow::serving as pb;
 use tensorserve::proto::tensorflow::serving::prediction_service_server::{PredictionService, PredictionServiceServer};
 use tonic::{Request, Response, Status};
 
+// The same allocator as the tensorserve binary, so the comparison is like for like.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Echo;
 
 #[tonic::async_trait]
@@ -33,15 +37,36 @@ impl PredictionService for Echo {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // echo_server [PORT] [THREADS]: THREADS > 0 mirrors --grpc_runtime_threads (one runtime and listener per thread).
     let port: u16 = std::env::args().nth(1).map(|p| p.parse()).transpose()?.unwrap_or(8600);
-    let runtime = tensorserve::server::runtime()?;
-    runtime.block_on(async move {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        eprintln!("echo ceiling on {addr}");
-        tensorserve::server::transport()
-            .add_service(PredictionServiceServer::new(Echo))
-            .serve_with_shutdown(addr, tensorserve::server::shutdown_signal())
-            .await?;
-        Ok(())
-    })
+    let threads: usize = std::env::args().nth(2).map(|p| p.parse()).transpose()?.unwrap_or(0);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    eprintln!("echo ceiling on {addr}, threads={threads}");
+    if threads == 0 {
+        let runtime = tensorserve::server::runtime()?;
+        return runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            serve(listener).await
+        });
+    }
+    let mut handles = Vec::new();
+    for _ in 0..threads {
+        handles.push(std::thread::spawn(move || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move { serve(tensorserve::server::bind_reuseport(addr)?).await })
+        }));
+    }
+    for h in handles {
+        h.join().map_err(|_| "echo thread panicked")??;
+    }
+    Ok(())
+}
+
+async fn serve(listener: tokio::net::TcpListener) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tensorserve::server::transport()
+        .add_service(PredictionServiceServer::new(Echo))
+        .serve_with_incoming_shutdown(incoming, tensorserve::server::shutdown_signal())
+        .await?;
+    Ok(())
 }

@@ -97,22 +97,25 @@ impl ServingCore {
         })?;
         check_input_count(signature, &request_inputs)?;
 
-        let request_names: BTreeSet<String> = request_inputs.keys().cloned().collect();
-        let mut seen = BTreeSet::new();
+        let request_count = request_inputs.len();
+        // Aliases taken from the request (not from defaults), for TF Serving's messages.
+        let mut used: Vec<&String> = Vec::with_capacity(request_count);
         let mut inputs = TensorMap::new();
         for (alias, spec) in &signature.inputs {
             let tensor = match request_inputs.remove(alias) {
                 Some(raw) => {
-                    seen.insert(alias.clone());
+                    used.push(alias);
                     decode(alias, raw)?
                 }
                 None => match signature.defaults.get(alias) {
                     Some(t) => t.clone(),
                     None => {
+                        let mut names: Vec<&String> = request_inputs.keys().chain(used.iter().copied()).collect();
+                        names.sort();
                         return Err(ServingError::invalid_argument(format!(
                             "Signature input alias: {alias}(feed name: {}) not found in request and no default value provided. Inputs expected to be in the request {{{}}}, or default input alias set: {}",
                             spec.name,
-                            join(request_names.iter()),
+                            join(names.into_iter()),
                             join(signature.defaults.keys()),
                         )))
                     }
@@ -120,11 +123,13 @@ impl ServingCore {
             };
             inputs.insert(alias.clone(), tensor);
         }
-        if !request_names.is_empty() && seen.len() != request_names.len() {
+        if request_count != 0 && used.len() != request_count {
+            let mut all: Vec<&String> = request_inputs.keys().chain(used.iter().copied()).collect();
+            all.sort();
             return Err(ServingError::invalid_argument(format!(
                 "Inputs contains invalid name. Used request inputs: {}, request input: {}",
-                join(seen.iter()),
-                join(request_names.iter())
+                join(used.into_iter()),
+                join(all.into_iter())
             )));
         }
         // TensorFlow checks feed types in the signature's input order: arg[i].

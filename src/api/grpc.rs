@@ -9,7 +9,7 @@ use crate::model::{Signature, TensorSpec, VersionChoice};
 use crate::proto::tensorflow as tf;
 use crate::proto::tensorflow::serving as pb;
 use crate::serving::ServingCore;
-use crate::tensor::proto::{decode, encode, encode_shape_i64};
+use crate::tensor::proto::{decode, encode, encode_owned, encode_shape_i64};
 
 pub use pb::model_service_server::ModelServiceServer;
 pub use pb::prediction_service_server::PredictionServiceServer;
@@ -103,7 +103,7 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         let signature_name = call.signature_name.to_string();
         let outputs = self.core.predict(call).await?;
         let as_content = self.core.options().tensor_content_output;
-        let outputs = outputs.iter().map(|(alias, t)| (alias.clone(), encode(t, as_content))).collect();
+        let outputs = outputs.into_iter().map(|(alias, t)| (alias, encode_owned(t, as_content))).collect();
         Ok(Response::new(pb::PredictResponse {
             outputs,
             model_spec: Some(pb::ModelSpec {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tract_onnx::prelude::{
-    tvec, DatumType, Framework, InferenceModelExt, IntoRunnable, IntoTValue, IntoTensor, Tensor as TractTensor,
-    TypedRunnableModel,
+    tvec, DatumType, Framework, InferenceModelExt, IntoArcTensor, IntoRunnable, IntoTValue, Tensor as TractTensor,
+    TypedRunnableModel, TypedSimpleState,
 };
 
 use crate::error::ServingError;
@@ -38,7 +38,12 @@ pub struct OnnxModel {
     outputs: Vec<String>,
     /// `serving_default`.
     signatures: BTreeMap<String, Signature>,
+    /// Idle run states, reused so a run does not rebuild per-node state (tract resets them after each run).
+    states: std::sync::Mutex<Vec<TypedSimpleState>>,
 }
+
+/// Idle states kept per model; more concurrent runs than this just build fresh ones.
+const MAX_IDLE_STATES: usize = 16;
 
 fn load_error(what: impl std::fmt::Display) -> ServingError {
     ServingError::failed_precondition(format!("could not load ONNX model: {what}"))
@@ -106,7 +111,7 @@ impl OnnxModel {
             outputs.push(name);
         }
         let signatures = BTreeMap::from([(DEFAULT_SIGNATURE.to_string(), Signature::predict(sig_inputs, sig_outputs))]);
-        Ok(OnnxModel { plan, inputs, outputs, signatures })
+        Ok(OnnxModel { plan, inputs, outputs, signatures, states: Default::default() })
     }
 }
 
@@ -145,9 +150,26 @@ fn to_tract(alias: &str, tensor: &Tensor) -> Result<TractTensor, ServingError> {
     result.map_err(|e| ServingError::internal(format!("input {alias}: {e}")))
 }
 
-fn from_tract(name: &str, t: TractTensor) -> Result<Tensor, ServingError> {
-    fn plain<T: Element + tract_onnx::prelude::Datum>(t: TractTensor) -> tract_onnx::prelude::TractResult<Tensor> {
-        Ok(Tensor::from_array(t.into_plain_array::<T>()?))
+/// Lends a tract output's bytes to a `Bytes` without copying them.
+struct TractBytes(Arc<TractTensor>);
+
+impl AsRef<[u8]> for TractBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+fn from_tract(name: &str, t: Arc<TractTensor>) -> Result<Tensor, ServingError> {
+    fn plain<T: Element + tract_onnx::prelude::Datum>(t: Arc<TractTensor>) -> tract_onnx::prelude::TractResult<Tensor> {
+        let shape = t.shape().to_vec();
+        t.try_as_plain_ram()?;
+        // tract's buffers are aligned for their type, so this borrows; the copy is only a fallback.
+        let bytes = Bytes::from_owner(TractBytes(t.clone()));
+        let buffer = match Buffer::<T>::from_bytes_aligned(bytes) {
+            Some(b) => b,
+            None => Buffer::from_vec(t.to_plain_array_view::<T>()?.iter().copied().collect()),
+        };
+        Tensor::new(shape, T::wrap(buffer)).map_err(|e| tract_onnx::prelude::TractError::msg(e.to_string()))
     }
     let result = match t.datum_type() {
         DatumType::F32 => plain::<f32>(t),
@@ -161,11 +183,11 @@ fn from_tract(name: &str, t: TractTensor) -> Result<Tensor, ServingError> {
         DatumType::U32 => plain::<u32>(t),
         DatumType::U64 => plain::<u64>(t),
         DatumType::F16 => plain::<half::f16>(t),
-        DatumType::Bool => t.into_plain_array::<bool>().map(|a| {
+        DatumType::Bool => t.to_plain_array_view::<bool>().map(|a| {
             let shape = a.shape().to_vec();
             Tensor::from_bools(shape, a.iter().copied().collect()).expect("shape from the array")
         }),
-        DatumType::String => t.into_plain_array::<String>().map(|a| {
+        DatumType::String => t.to_plain_array_view::<String>().map(|a| {
             let shape = a.shape().to_vec();
             Tensor::from_strings(shape, a.iter().map(|s| Bytes::from(s.clone())).collect()).expect("shape from the array")
         }),
@@ -204,11 +226,23 @@ impl Model for OnnxModel {
             }
             values.push(to_tract(&input.name, tensor)?.into_tvalue());
         }
-        let results = self.plan.run(values).map_err(|e| ServingError::invalid_argument(format!("model run failed: {e}")))?;
+        let pooled = self.states.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut state = match pooled {
+            Some(s) => s,
+            None => self.plan.spawn().map_err(|e| ServingError::internal(format!("model state: {e}")))?,
+        };
+        // A failed run drops its state rather than returning it to the pool.
+        let results = state.run(values).map_err(|e| ServingError::invalid_argument(format!("model run failed: {e}")))?;
+        {
+            let mut idle = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE_STATES {
+                idle.push(state);
+            }
+        }
         let mut out = TensorMap::new();
         for (name, value) in self.outputs.iter().zip(results) {
             if outputs.iter().any(|o| o == name) {
-                out.insert(name.clone(), from_tract(name, value.into_tensor())?);
+                out.insert(name.clone(), from_tract(name, value.into_arc_tensor())?);
             }
         }
         Ok(out)

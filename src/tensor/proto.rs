@@ -277,6 +277,34 @@ pub fn encode(tensor: &Tensor, as_content: bool) -> TensorProto {
     p
 }
 
+/// Encodes a tensor it owns: owned buffers move into the typed fields instead of being copied.
+pub fn encode_owned(tensor: Tensor, as_content: bool) -> TensorProto {
+    if as_content {
+        return encode(&tensor, true);
+    }
+    let (shape, data) = tensor.into_parts();
+    let mut p = TensorProto {
+        dtype: data.dtype().to_proto(),
+        tensor_shape: Some(encode_shape(&shape)),
+        ..Default::default()
+    };
+    match data {
+        TensorData::Float(b) => p.float_val = b.into_vec(),
+        TensorData::Double(b) => p.double_val = b.into_vec(),
+        TensorData::Int32(b) => p.int_val = b.into_vec(),
+        TensorData::Int64(b) => p.int64_val = b.into_vec(),
+        TensorData::UInt32(b) => p.uint32_val = b.into_vec(),
+        TensorData::UInt64(b) => p.uint64_val = b.into_vec(),
+        TensorData::Bool(v) => p.bool_val = v,
+        TensorData::String(v) => p.string_val = v,
+        other => {
+            let t = Tensor::new(shape, other).expect("parts of a valid tensor");
+            return encode(&t, false);
+        }
+    }
+    p
+}
+
 /// Little-endian bytes of a numeric or bool tensor; strings keep string_val, which every client reads.
 fn content_bytes(data: &TensorData) -> Option<Bytes> {
     fn le<T: Element>(b: &Buffer<T>) -> Bytes {
