@@ -15,7 +15,7 @@ use tensorserve::tensor::proto::DecodeLimits;
 /// With no model flags it serves the bundled examples (half_plus_two v123 and
 /// digits_mlp v1) on gRPC port 8500.
 #[derive(Parser, Debug)]
-#[command(name = "tensorserve", version, about, long_about = None)]
+#[command(name = "tensorserve", version)]
 struct Flags {
     /// Port for gRPC (PredictionService, ModelService, health, reflection).
     #[arg(long, default_value_t = 8500)]
