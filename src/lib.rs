@@ -9,6 +9,7 @@ pub mod api;
 pub mod backend;
 pub mod error;
 pub mod examples;
+pub mod explain;
 pub mod model;
 pub mod proto;
 pub mod repository;

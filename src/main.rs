@@ -25,9 +25,26 @@ struct Flags {
     #[arg(long = "grpc_socket_path", value_name = "PATH")]
     grpc_socket_path: Option<PathBuf>,
 
-    /// Port for the HTTP/REST API (0 = off). Accepted for compatibility; REST is not served yet.
-    #[arg(long = "rest_api_port", default_value_t = 0)]
-    rest_api_port: u16,
+    /// Port for the HTTP/REST API: TF Serving's REST API and KServe V1 (0 = off; 8501 when serving the bundled examples).
+    #[arg(long = "rest_api_port")]
+    rest_api_port: Option<u16>,
+
+    /// Timeout of one REST predict, in milliseconds.
+    #[arg(long = "rest_api_timeout_in_ms", default_value_t = 30000)]
+    rest_api_timeout_in_ms: u64,
+
+    /// Answer CORS preflights and allow any origin on the REST API.
+    #[arg(long = "rest_api_enable_cors_support", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    rest_api_enable_cors_support: bool,
+
+    /// Value the built-in explainer puts in place of each feature.
+    #[arg(long = "explain_baseline", default_value_t = 0.0)]
+    explain_baseline: f64,
+
+    /// The built-in explainer groups larger inputs into at most this many patches per instance.
+    #[arg(long = "explain_max_features", default_value_t = 64)]
+    explain_max_features: usize,
 
     /// Name of the model served from --model_base_path.
     #[arg(long = "model_name", default_value = "default")]
@@ -54,7 +71,7 @@ struct Flags {
     #[arg(long = "grpc_runtime_threads", default_value_t = 0)]
     grpc_runtime_threads: usize,
 
-    /// Address the gRPC port binds to.
+    /// Address the gRPC and REST ports bind to.
     #[arg(long = "grpc_bind_address", default_value = "0.0.0.0")]
     grpc_bind_address: std::net::IpAddr,
 }
@@ -72,11 +89,10 @@ fn main() -> Result<(), server::BoxError> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let flags = Flags::parse();
-    if flags.rest_api_port != 0 {
-        if flags.rest_api_port == flags.port {
-            return Err("--rest_api_port must differ from --port".into());
-        }
-        tracing::warn!("--rest_api_port={} accepted, but the REST API is not served yet", flags.rest_api_port);
+    // As in TF Serving's Docker image, the demo serves REST on 8501 beside gRPC on 8500.
+    let rest_port = flags.rest_api_port.unwrap_or(if flags.model_base_path.is_none() { 8501 } else { 0 });
+    if rest_port != 0 && rest_port == flags.port {
+        return Err("--rest_api_port must differ from --port".into());
     }
 
     let registry = Arc::new(ModelRegistry::new());
@@ -95,6 +111,16 @@ fn main() -> Result<(), server::BoxError> {
         grpc_addr: Some(SocketAddr::new(flags.grpc_bind_address, flags.port)),
         grpc_socket_path: flags.grpc_socket_path,
         max_message_size: flags.max_message_size_bytes,
+        rest_addr: (rest_port != 0).then(|| SocketAddr::new(flags.grpc_bind_address, rest_port)),
+        rest: tensorserve::api::rest::RestOptions {
+            timeout: std::time::Duration::from_millis(flags.rest_api_timeout_in_ms),
+            cors: flags.rest_api_enable_cors_support,
+            max_body_bytes: flags.max_message_size_bytes,
+            explain: tensorserve::explain::ExplainOptions {
+                baseline: flags.explain_baseline,
+                max_features: flags.explain_max_features,
+            },
+        },
         serving: ServingOptions {
             tensor_content_output: flags.enable_serialization_as_tensor_content,
             decode_limits: DecodeLimits { max_tensor_bytes: flags.max_message_size_bytes },

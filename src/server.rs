@@ -37,6 +37,10 @@ pub struct ServeConfig {
     pub grpc_socket_path: Option<PathBuf>,
     /// Largest gRPC message received or sent.
     pub max_message_size: usize,
+    /// TCP address for the REST API; `None` for none.
+    pub rest_addr: Option<SocketAddr>,
+    /// REST settings.
+    pub rest: crate::api::rest::RestOptions,
     /// Request handling settings.
     pub serving: ServingOptions,
 }
@@ -47,6 +51,8 @@ impl Default for ServeConfig {
             grpc_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8500))),
             grpc_socket_path: None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            rest_addr: None,
+            rest: crate::api::rest::RestOptions::default(),
             serving: ServingOptions::default(),
         }
     }
@@ -170,7 +176,19 @@ pub fn serve_per_core(
 ) -> Result<(), BoxError> {
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let core = Arc::new(ServingCore::new(registry, config.serving.clone()));
-    let services = control.block_on(GrpcServices::new(core, config.max_message_size))?;
+    let services = control.block_on(GrpcServices::new(core.clone(), config.max_message_size))?;
+    let rest_listener = match config.rest_addr {
+        Some(addr) => {
+            let l = control
+                .block_on(async { std::net::TcpListener::bind(addr) })
+                .map_err(|e| format!("cannot bind REST port {addr}: {e}"))?;
+            l.set_nonblocking(true)?;
+            tracing::info!("REST (TF Serving REST API, KServe V1) on {}", l.local_addr()?);
+            Some((l, crate::api::rest::router(core.clone(), config.rest.clone())))
+        }
+        None => None,
+    };
+    let mut rest_listener = rest_listener;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut handles = Vec::new();
     let threads = threads.max(1);
@@ -192,6 +210,7 @@ pub fn serve_per_core(
         let services = services.clone();
         let rx = stop_rx.clone();
         let socket_path = if i == 0 { config.grpc_socket_path.clone() } else { None };
+        let rest = if i == 0 { rest_listener.take() } else { None };
         handles.push(std::thread::Builder::new().name(format!("grpc-{i}")).spawn(move || -> Result<(), BoxError> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
@@ -216,8 +235,17 @@ pub fn serve_per_core(
                         None => Ok(()),
                     }
                 };
-                let (a, b) = tokio::join!(tcp, uds);
-                a.and(b)
+                let http = async {
+                    match rest {
+                        Some((l, app)) => {
+                            axum::serve(TcpListener::from_std(l)?, app).with_graceful_shutdown(stop()).await?;
+                            Ok(())
+                        }
+                        None => Ok::<(), BoxError>(()),
+                    }
+                };
+                let (a, b, c) = tokio::join!(tcp, uds, http);
+                a.and(b).and(c)
             })
         })?);
     }
@@ -270,7 +298,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let core = Arc::new(ServingCore::new(registry, config.serving.clone()));
-    let services = GrpcServices::new(core, config.max_message_size).await?;
+    let services = GrpcServices::new(core.clone(), config.max_message_size).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop = move || {
         let mut rx = stop_rx.clone();
@@ -290,6 +318,16 @@ pub async fn serve(
         tracing::info!("gRPC on unix socket {}", path.display());
         let (s, stop) = (services.clone(), stop());
         tasks.spawn(async move { s.serve_unix(&path, stop).await });
+    }
+    if let Some(addr) = config.rest_addr {
+        let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot bind REST port {addr}: {e}"))?;
+        tracing::info!("REST (TF Serving REST API, KServe V1) on {}", listener.local_addr()?);
+        let stop = stop();
+        let app = crate::api::rest::router(core.clone(), config.rest.clone());
+        tasks.spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+            Ok(())
+        });
     }
     let services_for_stop = services.clone();
     tokio::spawn(async move {

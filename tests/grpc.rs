@@ -291,9 +291,13 @@ async fn malformed_tensors_are_invalid_argument() {
         assert!(status.message().starts_with("tensor parsing error: x"), "{}", status.message());
     }
     // A shape the ONNX graph cannot take is refused with a clear message.
-    let status = predict_err(&server, request("half_plus_two", vec![("x", floats(&[1, 2], &[1.0, 2.0]))])).await;
+    let status = predict_err(&server, request("digits_mlp", vec![("x", floats(&[1, 3], &[1.0, 2.0, 3.0]))])).await;
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("expects [-1,1]"), "{}", status.message());
+    assert!(status.message().contains("cannot take input shapes x [1, 3]"), "{}", status.message());
+    // Like TF Serving, an undeclared but workable shape is served: x of shape [3] for [-1,1].
+    let resp = server.predict().await.predict(request("half_plus_two", vec![("x", floats(&[3], &[2.0, 3.0, 4.0]))])).await.unwrap();
+    let y = &resp.get_ref().outputs["y"];
+    assert_eq!((y.float_val.clone(), y.tensor_shape.clone()), (vec![3.0, 3.5, 4.0], shape(&[3])));
 }
 
 #[tokio::test]

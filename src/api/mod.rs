@@ -1,3 +1,4 @@
 //! Front ends: translate a wire protocol to tensors and back, map errors, nothing else.
 
 pub mod grpc;
+pub mod rest;

@@ -38,9 +38,16 @@ pub struct OnnxModel {
     outputs: Vec<String>,
     /// `serving_default`.
     signatures: BTreeMap<String, Signature>,
+    /// The graph as loaded, kept to plan for input shapes the signature does not declare.
+    source: tract_onnx::prelude::InferenceModel,
+    /// Plans built for such shapes, by input shapes (TF Serving does not check shapes; we follow).
+    fallback_plans: std::sync::Mutex<std::collections::HashMap<Vec<Vec<usize>>, Arc<TypedRunnableModel>>>,
     /// Idle run states, reused so a run does not rebuild per-node state (tract resets them after each run).
     states: std::sync::Mutex<Vec<TypedSimpleState>>,
 }
+
+/// Most shape-specific plans kept per model; past this the request gets a clear error.
+const MAX_FALLBACK_PLANS: usize = 16;
 
 /// Idle states kept per model; more concurrent runs than this just build fresh ones.
 const MAX_IDLE_STATES: usize = 16;
@@ -80,6 +87,7 @@ impl OnnxModel {
     pub fn from_bytes(bytes: &[u8]) -> Result<OnnxModel, ServingError> {
         let mut reader = bytes;
         let model = tract_onnx::onnx().model_for_read(&mut reader).map_err(load_error)?;
+        let source = model.clone();
         let typed = model.into_optimized().map_err(load_error)?;
         let plan = typed.into_runnable().map_err(load_error)?;
         let graph = plan.model();
@@ -111,7 +119,7 @@ impl OnnxModel {
             outputs.push(name);
         }
         let signatures = BTreeMap::from([(DEFAULT_SIGNATURE.to_string(), Signature::predict(sig_inputs, sig_outputs))]);
-        Ok(OnnxModel { plan, inputs, outputs, signatures, states: Default::default() })
+        Ok(OnnxModel { plan, inputs, outputs, signatures, source, fallback_plans: Default::default(), states: Default::default() })
     }
 }
 
@@ -196,6 +204,57 @@ fn from_tract(name: &str, t: Arc<TractTensor>) -> Result<Tensor, ServingError> {
     result.map_err(|e| ServingError::internal(format!("output {name}: {e}")))
 }
 
+impl OnnxModel {
+    /// A plan for input shapes that differ from the declared ones, built once per shape set.
+    fn plan_for(&self, inputs: &[(&Tensor, &GraphInput)]) -> Result<Arc<TypedRunnableModel>, ServingError> {
+        let key: Vec<Vec<usize>> = inputs.iter().map(|(t, _)| t.shape().to_vec()).collect();
+        if let Some(plan) = self.fallback_plans.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(plan.clone());
+        }
+        let mismatch = |e: tract_onnx::prelude::TractError| {
+            let got: Vec<String> = inputs.iter().map(|(t, i)| format!("{} {:?}", i.name, t.shape())).collect();
+            ServingError::invalid_argument(format!("the model cannot take input shapes {}: {e}", got.join(", ")))
+        };
+        let mut model = self.source.clone();
+        for (i, (tensor, _)) in inputs.iter().enumerate() {
+            let dt = tract_datum(tensor.dtype())
+                .ok_or_else(|| ServingError::invalid_argument(format!("{} is not supported by the ONNX backend", tensor.dtype().name())))?;
+            model
+                .set_input_fact(i, tract_onnx::prelude::InferenceFact::dt_shape(dt, tensor.shape()))
+                .map_err(mismatch)?;
+        }
+        let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(mismatch)?;
+        let mut plans = self.fallback_plans.lock().unwrap_or_else(|p| p.into_inner());
+        if plans.len() >= MAX_FALLBACK_PLANS {
+            return Err(ServingError::invalid_argument(format!(
+                "too many distinct undeclared input shapes for this model; send shapes matching its signature {:?}",
+                self.inputs.iter().map(|i| &i.dims).collect::<Vec<_>>()
+            )));
+        }
+        plans.insert(key, plan.clone());
+        Ok(plan)
+    }
+}
+
+fn tract_datum(d: DataType) -> Option<DatumType> {
+    Some(match d {
+        DataType::Float => DatumType::F32,
+        DataType::Double => DatumType::F64,
+        DataType::Int8 => DatumType::I8,
+        DataType::Int16 => DatumType::I16,
+        DataType::Int32 => DatumType::I32,
+        DataType::Int64 => DatumType::I64,
+        DataType::UInt8 => DatumType::U8,
+        DataType::UInt16 => DatumType::U16,
+        DataType::UInt32 => DatumType::U32,
+        DataType::UInt64 => DatumType::U64,
+        DataType::Bool => DatumType::Bool,
+        DataType::Half => DatumType::F16,
+        DataType::String => DatumType::String,
+        DataType::BFloat16 => return None,
+    })
+}
+
 impl Model for OnnxModel {
     fn signatures(&self) -> &BTreeMap<String, Signature> {
         &self.signatures
@@ -206,25 +265,29 @@ impl Model for OnnxModel {
             return Err(ServingError::failed_precondition(format!("Serving signature key \"{signature}\" not found.")));
         }
         let mut values = tvec!();
+        let mut all_fit = true;
+        let mut pairs = Vec::with_capacity(self.inputs.len());
         for input in &self.inputs {
             let tensor = inputs
                 .get(&input.name)
                 .ok_or_else(|| ServingError::invalid_argument(format!("missing input {}", input.name)))?;
-            // Check the shape here so a bad request gets a clear message, not a graph error.
             let shape = tensor.shape();
-            let fits = shape.len() == input.dims.len()
+            all_fit &= shape.len() == input.dims.len()
                 && shape.iter().zip(&input.dims).all(|(got, want)| want.is_none_or(|w| w == *got));
-            if !fits {
-                let want: Vec<String> =
-                    input.dims.iter().map(|d| d.map(|v| v.to_string()).unwrap_or_else(|| "-1".into())).collect();
-                return Err(ServingError::invalid_argument(format!(
-                    "input {} has shape {:?}, but the model expects [{}]",
-                    input.name,
-                    shape,
-                    want.join(",")
-                )));
-            }
             values.push(to_tract(&input.name, tensor)?.into_tvalue());
+            pairs.push((tensor, input));
+        }
+        if !all_fit {
+            // Like TF Serving, do not refuse undeclared shapes; plan for them (e.g. x of shape [3] for [-1,1]).
+            let plan = self.plan_for(&pairs)?;
+            let results = plan.run(values).map_err(|e| ServingError::invalid_argument(format!("model run failed: {e}")))?;
+            let mut out = TensorMap::new();
+            for (name, value) in self.outputs.iter().zip(results) {
+                if outputs.iter().any(|o| o == name) {
+                    out.insert(name.clone(), from_tract(name, value.into_arc_tensor())?);
+                }
+            }
+            return Ok(out);
         }
         let pooled = self.states.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut state = match pooled {

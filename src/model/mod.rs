@@ -73,4 +73,11 @@ pub trait Model: Send + Sync + 'static {
 
     /// Runs `signature` on `inputs` and returns at least the aliases in `outputs`.
     fn run(&self, signature: &str, inputs: TensorMap, outputs: &[String]) -> Result<TensorMap, ServingError>;
+
+    /// Importance scores per instance (one list per batch row) for REST `:explain`.
+    ///
+    /// `None` (the default) hands the request to the built-in occlusion explainer.
+    fn explain(&self, _signature: &str, _inputs: &TensorMap) -> Option<Result<Vec<Vec<f64>>, ServingError>> {
+        None
+    }
 }

@@ -1,0 +1,407 @@
+//! REST front end: TF Serving's REST API and KServe's V1 protocol on one port (axum).
+//!
+//! Paths are parsed by hand: TF Serving's `/v1/models/{name}:predict` puts a
+//! parameter and a literal in one segment, which axum's router cannot express.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use crate::api::grpc::model_status;
+use crate::error::{Code, ServingError};
+use crate::explain::{explain, ExplainOptions};
+use crate::model::{ServableState, VersionChoice, DEFAULT_SIGNATURE};
+use crate::proto::tensorflow::serving as pb;
+use crate::serving::ServingCore;
+use crate::tensor::json::{parse_inputs, parse_instances, quote_non_finite, write_outputs, write_predictions, InputBuilders};
+use crate::tensor::DataType;
+
+/// REST settings.
+#[derive(Clone, Debug)]
+pub struct RestOptions {
+    /// Run timeout of one predict (`--rest_api_timeout_in_ms`).
+    pub timeout: Duration,
+    /// Add `Access-Control-Allow-Origin: *` and answer preflights.
+    pub cors: bool,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// The built-in explainer's settings.
+    pub explain: ExplainOptions,
+}
+
+impl Default for RestOptions {
+    fn default() -> Self {
+        RestOptions {
+            timeout: Duration::from_millis(30_000),
+            cors: false,
+            max_body_bytes: i32::MAX as usize,
+            explain: ExplainOptions::default(),
+        }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+struct Rest {
+    /// The request logic shared with gRPC.
+    core: Arc<ServingCore>,
+    /// Settings.
+    options: Arc<RestOptions>,
+}
+
+/// The REST router over `core`.
+pub fn router(core: Arc<ServingCore>, options: RestOptions) -> axum::Router {
+    let limit = options.max_body_bytes;
+    axum::Router::new()
+        .fallback(dispatch)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(Rest { core, options: Arc::new(options) })
+}
+
+/// TF Serving's status-code -> HTTP table.
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+fn error_response(e: ServingError) -> Response {
+    let body = format!("{{ \"error\": {} }}", serde_json::to_string(&e.message).expect("a string serialises"));
+    json_response(http_status(e.code), body)
+}
+
+/// What a `/v1/models/...` path names.
+#[derive(Debug, PartialEq)]
+struct ModelPath {
+    /// Model name, URL-decoded.
+    name: String,
+    /// Version or label segment.
+    version: VersionChoice,
+    /// `:predict`, `:explain`, ... without the colon.
+    verb: Option<String>,
+    /// Ends in `/metadata`.
+    metadata: bool,
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let (Some(h), Some(l)) = (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_model_path(rest: &str) -> Option<ModelPath> {
+    let (path, verb) = match rest.rsplit_once(':') {
+        Some((p, v)) if !v.contains('/') => (p, Some(v.to_ascii_lowercase())),
+        _ => (rest, None),
+    };
+    let segments: Vec<&str> = path.split('/').collect();
+    let (name, tail) = segments.split_first()?;
+    if name.is_empty() {
+        return None;
+    }
+    let (version, tail) = match tail {
+        [kind, v, tail @ ..] if kind.eq_ignore_ascii_case("versions") => (VersionChoice::Specific(v.parse().ok()?), tail),
+        [kind, l, tail @ ..] if kind.eq_ignore_ascii_case("labels") => (VersionChoice::Label(percent_decode(l)), tail),
+        tail => (VersionChoice::Latest, tail),
+    };
+    let metadata = match tail {
+        [] => false,
+        [m] if m.eq_ignore_ascii_case("metadata") && verb.is_none() => true,
+        _ => return None,
+    };
+    Some(ModelPath { name: percent_decode(name), version, verb, metadata })
+}
+
+async fn dispatch(State(rest): State<Rest>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let mut response = route(&rest, &method, uri.path(), body).await;
+    if rest.options.cors {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type"));
+    }
+    response
+}
+
+async fn route(rest: &Rest, method: &Method, path: &str, body: Bytes) -> Response {
+    let malformed = || error_response(ServingError::invalid_argument(format!("Malformed request: {method} {path}")));
+    if method == Method::OPTIONS {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    if path == "/" && method == Method::GET {
+        return json_response(StatusCode::OK, json!({"status": "alive"}).to_string());
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower == "/v1/models" || lower == "/v1/models/" {
+        if method != Method::GET {
+            return malformed();
+        }
+        return json_response(StatusCode::OK, json!({"models": rest.core.registry().model_names()}).to_string());
+    }
+    if !lower.starts_with("/v1/models/") {
+        return malformed();
+    }
+    let Some(target) = parse_model_path(&path["/v1/models/".len()..]) else { return malformed() };
+    let result = match (method.clone(), target.verb.as_deref(), target.metadata) {
+        (Method::GET, None, false) => status(rest, &target),
+        (Method::GET, None, true) => metadata(rest, &target),
+        (Method::POST, Some("predict"), _) => predict(rest, &target, &body, false).await,
+        (Method::POST, Some("explain"), _) => predict(rest, &target, &body, true).await,
+        (Method::POST, Some(verb @ ("classify" | "regress")), _) => {
+            Err(ServingError::unimplemented(format!("{verb} is not implemented yet in tensorserve; use :predict")))
+        }
+        _ => return malformed(),
+    };
+    match result {
+        Ok(r) => r,
+        Err(e) => error_response(e),
+    }
+}
+
+fn spec_of(target: &ModelPath) -> pb::ModelSpec {
+    pb::ModelSpec {
+        name: target.name.clone(),
+        signature_name: String::new(),
+        version_choice: match &target.version {
+            VersionChoice::Specific(v) => Some(pb::model_spec::VersionChoice::Version(*v)),
+            VersionChoice::Label(l) => Some(pb::model_spec::VersionChoice::VersionLabel(l.clone())),
+            VersionChoice::Latest => None,
+        },
+    }
+}
+
+/// TF Serving's status JSON plus KServe's `name` and `ready`, in one object both clients read.
+fn status(rest: &Rest, target: &ModelPath) -> Result<Response, ServingError> {
+    let resp = model_status(&rest.core, Some(spec_of(target)))?;
+    let ready = resp.model_version_status.iter().any(|s| s.state == ServableState::Available as i32);
+    let versions: Vec<Value> = resp
+        .model_version_status
+        .iter()
+        .map(|s| {
+            let status = s.status.clone().unwrap_or_default();
+            json!({
+                "version": s.version.to_string(),
+                "state": state_name(s.state),
+                "status": {"error_code": code_name(status.error_code), "error_message": status.error_message},
+            })
+        })
+        .collect();
+    let body = json!({"name": target.name, "ready": ready, "model_version_status": versions});
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok(json_response(code, serde_json::to_string_pretty(&body).expect("json")))
+}
+
+fn state_name(state: i32) -> &'static str {
+    match state {
+        10 => "START",
+        20 => "LOADING",
+        30 => "AVAILABLE",
+        40 => "UNLOADING",
+        50 => "END",
+        _ => "UNKNOWN",
+    }
+}
+
+fn code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+        "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
+}
+
+fn dtype_name(d: i32) -> String {
+    match DataType::from_proto(d) {
+        Some(dt) => format!("DT_{}", dt.name().to_ascii_uppercase()),
+        None => "DT_INVALID".into(),
+    }
+}
+
+/// Resolves a model for predict/explain; a known model with nothing loaded yet is 503 (KServe's rule).
+fn resolve(rest: &Rest, target: &ModelPath) -> Result<crate::model::Servable, ServingError> {
+    rest.core.resolve(&target.name, &target.version).map_err(|e| {
+        let loading = e.code == Code::NotFound
+            && rest.core.registry().statuses(&target.name).is_some_and(|s| {
+                !s.is_empty() && s.iter().all(|v| v.state != ServableState::Available) && s.iter().any(|v| v.state != ServableState::End)
+            });
+        if loading {
+            ServingError::new(Code::Unavailable, format!("Model {} is not ready yet: it is still loading", target.name))
+        } else {
+            e
+        }
+    })
+}
+
+fn metadata(rest: &Rest, target: &ModelPath) -> Result<Response, ServingError> {
+    let servable = rest.core.resolve(&target.name, &target.version)?;
+    let tensor_info = |spec: &crate::model::TensorSpec| {
+        let dims: Vec<Value> = spec
+            .shape
+            .iter()
+            .flatten()
+            .map(|d| json!({"size": d.to_string(), "name": ""}))
+            .collect();
+        json!({
+            "dtype": dtype_name(spec.dtype.to_proto()),
+            "tensor_shape": {"dim": dims, "unknown_rank": spec.shape.is_none()},
+            "name": spec.name,
+        })
+    };
+    let mut sigs = serde_json::Map::new();
+    for (name, sig) in servable.model.signatures() {
+        let inputs: serde_json::Map<String, Value> = sig.inputs.iter().map(|(k, v)| (k.clone(), tensor_info(v))).collect();
+        let outputs: serde_json::Map<String, Value> = sig.outputs.iter().map(|(k, v)| (k.clone(), tensor_info(v))).collect();
+        sigs.insert(name.clone(), json!({"inputs": inputs, "outputs": outputs, "method_name": sig.method_name, "defaults": {}}));
+    }
+    let body = json!({
+        "model_spec": {"name": target.name, "signature_name": "", "version": servable.version.to_string()},
+        "metadata": {"signature_def": {"signature_def": sigs}},
+    });
+    Ok(json_response(StatusCode::OK, serde_json::to_string_pretty(&body).expect("json")))
+}
+
+/// The top level of a predict/explain body; the tensors stay raw until the signature is known.
+#[derive(Deserialize)]
+struct PredictBody<'a> {
+    /// Signature to run; empty or missing means `serving_default`.
+    #[serde(default)]
+    signature_name: Option<String>,
+    /// Row format.
+    #[serde(borrow, default)]
+    instances: Option<&'a RawValue>,
+    /// Columnar format.
+    #[serde(borrow, default)]
+    inputs: Option<&'a RawValue>,
+}
+
+async fn predict(rest: &Rest, target: &ModelPath, body: &[u8], with_explanations: bool) -> Result<Response, ServingError> {
+    let text = std::str::from_utf8(body).map_err(|_| ServingError::invalid_argument("JSON Parse error: the body is not UTF-8"))?;
+    if text.trim().is_empty() {
+        return Err(ServingError::invalid_argument("JSON Parse error: The document is empty"));
+    }
+    let text = quote_non_finite(text);
+    let parsed: PredictBody = serde_json::from_str(&text).map_err(|e| ServingError::invalid_argument(format!("JSON Parse error: {e}")))?;
+    let servable = resolve(rest, target)?;
+    let signature_name = parsed.signature_name.filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_SIGNATURE.to_string());
+    let signature = servable.model.signatures().get(&signature_name).ok_or_else(|| {
+        ServingError::invalid_argument(format!("Serving signature name: \"{signature_name}\" not found in signature def"))
+    })?;
+    let builders = InputBuilders::new(signature.inputs.iter().map(|(k, v)| (k.clone(), v.dtype)))?;
+    let (inputs, row_format) = match (parsed.instances, parsed.inputs) {
+        (Some(_), Some(_)) => {
+            return Err(ServingError::invalid_argument(
+                "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
+            ))
+        }
+        (None, None) => return Err(ServingError::invalid_argument("Missing 'inputs' or 'instances' key")),
+        (Some(raw), None) => (parse_instances(raw.get(), builders)?, true),
+        (None, Some(raw)) => (parse_inputs(raw.get(), builders)?, false),
+    };
+    let kept_inputs = if with_explanations { Some(inputs.clone()) } else { None };
+    let call = rest.core.prepare_predict(&servable, &signature_name, inputs, &[], |_, t| Ok(t))?;
+    let outputs = tokio::time::timeout(rest.options.timeout, rest.core.predict(call))
+        .await
+        .map_err(|_| ServingError::new(Code::DeadlineExceeded, "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms"))??;
+
+    let mut out = String::with_capacity(256);
+    if row_format || with_explanations {
+        write_predictions(&mut out, &outputs)?;
+    } else {
+        write_outputs(&mut out, &outputs);
+    }
+    if let Some(inputs) = kept_inputs {
+        let model = servable.model.clone();
+        let (sig, ins) = (signature_name.clone(), inputs.clone());
+        let own = tokio::task::spawn_blocking(move || model.explain(&sig, &ins))
+            .await
+            .map_err(|e| ServingError::internal(format!("explain failed: {e}")))?;
+        let scores = match own {
+            Some(r) => r?,
+            None => explain(&rest.core, &servable, &signature_name, signature, &inputs, &outputs, rest.options.explain).await?,
+        };
+        // Replace the closing brace of {"predictions": [...]} with the explanations.
+        out.pop();
+        out.push_str(", \"explanations\": [");
+        for (i, row) in scores.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str("{\"importance_scores\": [");
+            for (k, s) in row.iter().enumerate() {
+                if k > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&crate::tensor::json::format_float(*s, false));
+            }
+            out.push_str("]}");
+        }
+        out.push_str("]}");
+    }
+    Ok(json_response(StatusCode::OK, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tf_serving_paths() {
+        let p = parse_model_path("half_plus_two:predict").unwrap();
+        assert_eq!((p.name.as_str(), p.verb.as_deref(), &p.version), ("half_plus_two", Some("predict"), &VersionChoice::Latest));
+        let p = parse_model_path("m/versions/123:predict").unwrap();
+        assert_eq!(p.version, VersionChoice::Specific(123));
+        let p = parse_model_path("m/labels/stable/metadata").unwrap();
+        assert_eq!((p.version, p.metadata), (VersionChoice::Label("stable".into()), true));
+        let p = parse_model_path("my%20model").unwrap();
+        assert_eq!(p.name, "my model");
+        assert!(parse_model_path("m/versions/abc").is_none());
+        assert!(parse_model_path("m/foo/bar").is_none());
+        assert!(parse_model_path("").is_none());
+    }
+
+    #[test]
+    fn status_codes_follow_tf_serving() {
+        assert_eq!(http_status(Code::InvalidArgument), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status(Code::Cancelled).as_u16(), 499);
+        assert_eq!(http_status(Code::ResourceExhausted).as_u16(), 429);
+        assert_eq!(http_status(Code::Aborted).as_u16(), 409);
+    }
+}
