@@ -22,13 +22,15 @@ def free_port():
 class Server:
     """One tensorserve process and the address to reach it."""
 
-    def __init__(self, *flags):
+    def __init__(self, *flags, rest=False):
         self.port = free_port()
+        self.rest_port = free_port() if rest else 0
+        self.rest_url = f"http://127.0.0.1:{self.rest_port}" 
         self.socket_path = os.path.join(tempfile.gettempdir(), f"tensorserve-test-{os.getpid()}-{self.port}.sock")
         self.address = f"127.0.0.1:{self.port}"
         env = dict(os.environ, RUST_LOG="warn")
         cmd = [BIN, f"--port={self.port}", "--grpc_bind_address=127.0.0.1",
-               f"--grpc_socket_path={self.socket_path}", *flags]
+               f"--grpc_socket_path={self.socket_path}", f"--rest_api_port={self.rest_port}", *flags]
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
         self.wait_ready()
 
@@ -61,7 +63,7 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server():
-    s = Server()
+    s = Server(rest=True)
     yield s
     assert s.stop() == 0, "SIGTERM must shut tensorserve down cleanly"
 
