@@ -508,6 +508,9 @@ pub fn format_float(v: f64, single: bool) -> String {
     if v.is_infinite() {
         return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
     }
+    if let Some(s) = format_short(v, single) {
+        return s;
+    }
     let mut s = format_g(v, 6);
     let round_trips = if single { s.parse::<f32>().ok() == Some(v as f32) } else { s.parse::<f64>().ok() == Some(v) };
     if !round_trips {
@@ -517,6 +520,54 @@ pub fn format_float(v: f64, single: bool) -> String {
         s.push_str(".0");
     }
     s
+}
+
+/// `%g` output built from the shortest round-trip digits, when they are 6 or fewer
+/// (then `%.6g` yields the same digits); `None` when the slow exact path is needed.
+fn format_short(v: f64, single: bool) -> Option<String> {
+    let e = if single { format!("{:e}", v as f32) } else { format!("{v:e}") };
+    let (mantissa, exp) = e.split_once('e')?;
+    let exp: i32 = exp.parse().ok()?;
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if digits.len() > 6 || v == 0.0 {
+        return None;
+    }
+    let mut out = String::with_capacity(16);
+    if negative {
+        out.push('-');
+    }
+    if !(-4..6).contains(&exp) {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push_str(&format!("e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs()));
+    } else if exp < 0 {
+        out.push_str("0.");
+        for _ in 0..(-exp - 1) {
+            out.push('0');
+        }
+        out.push_str(&digits);
+    } else {
+        let int_len = exp as usize + 1;
+        if digits.len() <= int_len {
+            out.push_str(&digits);
+            for _ in digits.len()..int_len {
+                out.push('0');
+            }
+            out.push_str(".0");
+        } else {
+            out.push_str(&digits[..int_len]);
+            out.push('.');
+            out.push_str(&digits[int_len..]);
+        }
+    }
+    Some(out)
 }
 
 /// C's `%.{p}g`.
@@ -666,6 +717,25 @@ mod tests {
 
     fn one(dtype: DataType) -> InputBuilders {
         InputBuilders::new([("x".to_string(), dtype)]).unwrap()
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_exact_one() {
+        let mut x = 1.234e-9f64;
+        while x < 1e12 {
+            for v in [x, -x, (x as f32) as f64, x * 3.0, 0.5 * x + 2.0] {
+                for single in [true, false] {
+                    if let Some(fast) = format_short(v, single) {
+                        let mut slow = format_g(v, 6);
+                        if !slow.contains(['.', 'e']) {
+                            slow.push_str(".0");
+                        }
+                        assert_eq!(fast, slow, "{v} single={single}");
+                    }
+                }
+            }
+            x *= 1.7;
+        }
     }
 
     #[test]
