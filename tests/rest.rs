@@ -228,3 +228,34 @@ async fn explain_scores_sum_to_one_and_ignore_unused_features() {
     let total: f64 = scores.iter().map(|x| x.as_f64().unwrap()).sum();
     assert!((total - 1.0).abs() < 1e-6);
 }
+
+/// Sleeps past the REST timeout.
+struct Slow(BTreeMap<String, Signature>);
+
+impl Model for Slow {
+    fn signatures(&self) -> &BTreeMap<String, Signature> {
+        &self.0
+    }
+    fn run(&self, _: &str, inputs: TensorMap, _: &[String]) -> Result<TensorMap, ServingError> {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(TensorMap::from([("y".to_string(), inputs["x"].clone())]))
+    }
+}
+
+#[tokio::test]
+async fn a_slow_model_gets_504_after_the_rest_timeout() {
+    let registry = Arc::new(ModelRegistry::new());
+    let sig = Signature::predict(
+        [("x".to_string(), TensorSpec::new("x", DataType::Float, &[-1]))],
+        [("y".to_string(), TensorSpec::new("y", DataType::Float, &[-1]))],
+    );
+    registry.insert("slow", 1, Arc::new(Slow(BTreeMap::from([("serving_default".to_string(), sig)]))));
+    let core = Arc::new(ServingCore::new(registry, ServingOptions::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(core, RestOptions { timeout: std::time::Duration::from_millis(50), ..Default::default() });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (s, v) = json_call(addr, "POST", "/v1/models/slow:predict", Some(r#"{"instances": [1]}"#)).await;
+    assert_eq!(s, 504, "{v}");
+    assert!(v["error"].as_str().unwrap().starts_with("Deadline exceeded"));
+}
