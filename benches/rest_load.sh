@@ -2,11 +2,11 @@
 # REST benchmark: tensorserve vs KServe's Python ModelServer computing the same function, same wrk, one run.
 #
 # Needs wrk (Debian) and a Python with kserve (set KSERVE_PYTHON, default python3).
-# Usage: benches/rest_load.sh [SECONDS] [CONNECTIONS]
+# Usage: benches/rest_load.sh [SECONDS] [CONNECTIONS]   (wrk -t2; 8 connections for the image payload)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
-CONNS=${2:-32}
+CONNS=${2:-64}
 PY=${KSERVE_PYTHON:-python3}
 PORT_TS=${PORT_TS:-18501}
 PORT_KS=${PORT_KS:-18080}
@@ -47,7 +47,7 @@ for payload in small image; do
   for server in tensorserve kserve; do
     port=$PORT_TS; [ "$server" = kserve ] && port=$PORT_KS
     conns=$CONNS; [ "$payload" = image ] && conns=8
-    out=$(wrk -t1 -c"$conns" -d"${SECS}s" --latency -s "$WORK/$payload.lua" "http://127.0.0.1:$port/v1/models/half_plus_two:predict")
+    out=$(wrk -t2 -c"$conns" -d"${SECS}s" --latency -s "$WORK/$payload.lua" "http://127.0.0.1:$port/v1/models/half_plus_two:predict")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p50=$(echo "$out" | awk '$1=="50%" {print $2}')
     p99=$(echo "$out" | awk '$1=="99%" {print $2}')

@@ -238,7 +238,7 @@ pub fn serve_per_core(
                 let http = async {
                     match rest {
                         Some((l, app)) => {
-                            axum::serve(TcpListener::from_std(l)?, app).with_graceful_shutdown(stop()).await?;
+                            axum::serve(nodelay_listener(TcpListener::from_std(l)?), app).with_graceful_shutdown(stop()).await?;
                             Ok(())
                         }
                         None => Ok::<(), BoxError>(()),
@@ -267,6 +267,14 @@ pub fn serve_per_core(
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+/// The REST listener with TCP_NODELAY on every accepted connection.
+pub fn nodelay_listener(listener: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }
 
 /// Resolves when the process gets Ctrl-C or SIGTERM.
@@ -325,7 +333,7 @@ pub async fn serve(
         let stop = stop();
         let app = crate::api::rest::router(core.clone(), config.rest.clone());
         tasks.spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+            axum::serve(nodelay_listener(listener), app).with_graceful_shutdown(stop).await?;
             Ok(())
         });
     }
