@@ -32,6 +32,19 @@ fn groups(features: usize, max: usize) -> Vec<std::ops::Range<usize>> {
     (0..features).step_by(size).map(|s| s..(s + size).min(features)).collect()
 }
 
+/// One copy of each instance per group, with that group's features set to `baseline`.
+fn perturb<T: Copy>(src: &[T], features: usize, groups: &[std::ops::Range<usize>], baseline: T) -> Vec<T> {
+    let mut out = Vec::with_capacity(src.len() * groups.len());
+    for instance in src.chunks_exact(features.max(1)) {
+        for range in groups {
+            let start = out.len();
+            out.extend_from_slice(instance);
+            out[start + range.start..start + range.end].fill(baseline);
+        }
+    }
+    out
+}
+
 /// Float values of a tensor as f64, for distances.
 fn float_values(t: &Tensor) -> Option<Vec<f64>> {
     match t.data() {
@@ -71,30 +84,8 @@ pub async fn explain(
     let mut shape = vec![rows];
     shape.extend_from_slice(feature_dims);
     let perturbed = match input.data() {
-        TensorData::Float(b) => {
-            let src = b.as_slice();
-            let mut out = Vec::with_capacity(rows * features);
-            for i in 0..batch {
-                for range in &groups {
-                    let start = out.len();
-                    out.extend_from_slice(&src[i * features..(i + 1) * features]);
-                    out[start + range.start..start + range.end].fill(options.baseline as f32);
-                }
-            }
-            Tensor::from_vec(shape, out)
-        }
-        TensorData::Double(b) => {
-            let src = b.as_slice();
-            let mut out = Vec::with_capacity(rows * features);
-            for i in 0..batch {
-                for range in &groups {
-                    let start = out.len();
-                    out.extend_from_slice(&src[i * features..(i + 1) * features]);
-                    out[start + range.start..start + range.end].fill(options.baseline);
-                }
-            }
-            Tensor::from_vec(shape, out)
-        }
+        TensorData::Float(b) => Tensor::from_vec(shape, perturb(b.as_slice(), features, &groups, options.baseline as f32)),
+        TensorData::Double(b) => Tensor::from_vec(shape, perturb(b.as_slice(), features, &groups, options.baseline)),
         _ => unreachable!("checked above"),
     }
     .map_err(|e| ServingError::internal(e.to_string()))?;
