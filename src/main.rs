@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{ArgAction, Parser};
+use std::time::Duration;
+
 use tensorserve::model::ModelRegistry;
+use tensorserve::repository::{config, ManagerOptions, ModelManager, Platforms};
 use tensorserve::server::{self, ServeConfig, DEFAULT_MAX_MESSAGE_SIZE};
 use tensorserve::serving::ServingOptions;
 use tensorserve::tensor::proto::DecodeLimits;
@@ -50,9 +53,39 @@ struct Flags {
     #[arg(long = "model_name", default_value = "default")]
     model_name: String,
 
-    /// Directory holding <version>/model.onnx; without it the bundled examples are served.
+    /// Directory holding <version>/model.onnx; without it (or a config file) the bundled examples are served.
     #[arg(long = "model_base_path", value_name = "DIR")]
     model_base_path: Option<PathBuf>,
+
+    /// TF Serving's text-format ModelServerConfig; overrides --model_name/--model_base_path.
+    #[arg(long = "model_config_file", value_name = "FILE")]
+    model_config_file: Option<PathBuf>,
+
+    /// Re-read --model_config_file this often and apply changes (0 = read once).
+    #[arg(long = "model_config_file_poll_wait_seconds", default_value_t = 0)]
+    model_config_file_poll_wait_seconds: u64,
+
+    /// How often base paths are checked for new or removed version directories (0 = only at start).
+    #[arg(long = "file_system_poll_wait_seconds", default_value_t = 1)]
+    file_system_poll_wait_seconds: u64,
+
+    /// Extra attempts after a version fails to load.
+    #[arg(long = "max_num_load_retries", default_value_t = 5)]
+    max_num_load_retries: u32,
+
+    /// Wait between load attempts, in microseconds.
+    #[arg(long = "load_retry_interval_micros", default_value_t = 60_000_000)]
+    load_retry_interval_micros: u64,
+
+    /// Let version labels point at versions that are not loaded yet.
+    #[arg(long = "allow_version_labels_for_unavailable_models", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    allow_version_labels_for_unavailable_models: bool,
+
+    /// Replay <version>/assets.extra/tf_serving_warmup_requests before a version serves.
+    #[arg(long = "enable_model_warmup", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    enable_model_warmup: bool,
 
     /// Encode response tensors in tensor_content instead of the typed *_val fields.
     #[arg(long = "enable_serialization_as_tensor_content", action = ArgAction::Set,
@@ -90,27 +123,45 @@ fn main() -> Result<(), server::BoxError> {
         .init();
     let flags = Flags::parse();
     // As in TF Serving's Docker image, the demo serves REST on 8501 beside gRPC on 8500.
-    let rest_port = flags.rest_api_port.unwrap_or(if flags.model_base_path.is_none() { 8501 } else { 0 });
+    let bundled = flags.model_base_path.is_none() && flags.model_config_file.is_none();
+    let rest_port = flags.rest_api_port.unwrap_or(if bundled { 8501 } else { 0 });
     if rest_port != 0 && rest_port == flags.port {
         return Err("--rest_api_port must differ from --port".into());
     }
 
     let registry = Arc::new(ModelRegistry::new());
-    match &flags.model_base_path {
-        Some(base) => {
-            let version = tensorserve::repository::load_latest(&registry, &flags.model_name, base)?;
-            tracing::info!("serving {} version {version} from {}", flags.model_name, base.display());
-        }
-        None => {
-            tensorserve::examples::register_bundled(&registry)?;
-            tracing::info!("no --model_base_path: serving the bundled examples {:?}", registry.model_names());
-        }
-    }
+    let decode_limits = DecodeLimits { max_tensor_bytes: flags.max_message_size_bytes };
+    let (models, config_text) = if let Some(file) = &flags.model_config_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read model config file {}: {e}", file.display()))?;
+        let parsed = config::parse_text(&text, &file.display().to_string()).map_err(|e| e.message)?;
+        (config::validate(&parsed, &Platforms::new().names()).map_err(|e| e.message)?, Some(text))
+    } else if let Some(base) = &flags.model_base_path {
+        (config::single_model(&flags.model_name, base).map_err(|e| e.message)?, None)
+    } else {
+        tensorserve::examples::register_bundled(&registry)?;
+        tracing::info!("no --model_base_path or --model_config_file: serving the bundled examples {:?}", registry.model_names());
+        (Vec::new(), None)
+    };
+    let manager_options = ManagerOptions {
+        file_system_poll: Duration::from_secs(flags.file_system_poll_wait_seconds),
+        config_file: flags.model_config_file.clone(),
+        config_file_poll: Duration::from_secs(flags.model_config_file_poll_wait_seconds),
+        max_load_retries: flags.max_num_load_retries,
+        load_retry_interval: Duration::from_micros(flags.load_retry_interval_micros),
+        allow_labels_for_unavailable: flags.allow_version_labels_for_unavailable_models,
+        enable_warmup: flags.enable_model_warmup,
+        decode_limits,
+        ..ManagerOptions::default()
+    };
+    let manager = ModelManager::start(registry.clone(), Platforms::new(), manager_options, models, config_text)?;
+    tracing::info!("serving models {:?}", registry.model_names());
 
     let config = ServeConfig {
         grpc_addr: Some(SocketAddr::new(flags.grpc_bind_address, flags.port)),
         grpc_socket_path: flags.grpc_socket_path,
         max_message_size: flags.max_message_size_bytes,
+        manager: Some(manager),
         rest_addr: (rest_port != 0).then(|| SocketAddr::new(flags.grpc_bind_address, rest_port)),
         rest: tensorserve::api::rest::RestOptions {
             timeout: std::time::Duration::from_millis(flags.rest_api_timeout_in_ms),
@@ -123,7 +174,7 @@ fn main() -> Result<(), server::BoxError> {
         },
         serving: ServingOptions {
             tensor_content_output: flags.enable_serialization_as_tensor_content,
-            decode_limits: DecodeLimits { max_tensor_bytes: flags.max_message_size_bytes },
+            decode_limits,
             inline_run_threshold: std::time::Duration::from_micros(flags.inline_run_threshold_micros),
         },
     };

@@ -37,6 +37,8 @@ pub struct ServeConfig {
     pub grpc_socket_path: Option<PathBuf>,
     /// Largest gRPC message received or sent.
     pub max_message_size: usize,
+    /// The model manager, for `HandleReloadConfigRequest`; `None` serves a fixed registry.
+    pub manager: Option<Arc<crate::repository::ModelManager>>,
     /// TCP address for the REST API; `None` for none.
     pub rest_addr: Option<SocketAddr>,
     /// REST settings.
@@ -51,6 +53,7 @@ impl Default for ServeConfig {
             grpc_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8500))),
             grpc_socket_path: None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            manager: None,
             rest_addr: None,
             rest: crate::api::rest::RestOptions::default(),
             serving: ServingOptions::default(),
@@ -90,8 +93,12 @@ pub struct GrpcServices {
 
 impl GrpcServices {
     /// Builds every service over `core`, with health set to SERVING.
-    pub async fn new(core: Arc<ServingCore>, max_message_size: usize) -> Result<Self, BoxError> {
-        let api = GrpcApi::new(core);
+    pub async fn new(
+        core: Arc<ServingCore>,
+        max_message_size: usize,
+        manager: Option<Arc<crate::repository::ModelManager>>,
+    ) -> Result<Self, BoxError> {
+        let api = GrpcApi::new(core, manager);
         let reporter = HealthReporter::new();
         let health = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
@@ -176,7 +183,7 @@ pub fn serve_per_core(
 ) -> Result<(), BoxError> {
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let core = Arc::new(ServingCore::new(registry, config.serving.clone()));
-    let services = control.block_on(GrpcServices::new(core.clone(), config.max_message_size))?;
+    let services = control.block_on(GrpcServices::new(core.clone(), config.max_message_size, config.manager.clone()))?;
     let rest_listener = match config.rest_addr {
         Some(addr) => {
             let l = control
@@ -306,7 +313,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let core = Arc::new(ServingCore::new(registry, config.serving.clone()));
-    let services = GrpcServices::new(core.clone(), config.max_message_size).await?;
+    let services = GrpcServices::new(core.clone(), config.max_message_size, config.manager.clone()).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop = move || {
         let mut rx = stop_rx.clone();

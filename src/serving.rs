@@ -79,72 +79,16 @@ impl ServingCore {
         self.registry.resolve(name, choice)
     }
 
-    /// Checks a Predict request's input names and output filter against the signature.
-    ///
-    /// `decode` turns one request input into a tensor and is called in TF Serving's
-    /// order (sorted by alias), so its errors surface as TF Serving's would.
+    /// Checks a Predict request against the signature; see [`prepare_predict`].
     pub fn prepare_predict<'a, R>(
         &self,
         servable: &'a Servable,
         signature_name: &'a str,
-        mut request_inputs: BTreeMap<String, R>,
+        request_inputs: BTreeMap<String, R>,
         output_filter: &[String],
-        mut decode: impl FnMut(&str, R) -> Result<Tensor, ServingError>,
+        decode: impl FnMut(&str, R) -> Result<Tensor, ServingError>,
     ) -> Result<PredictCall<'a>, ServingError> {
-        let signature_name = if signature_name.is_empty() { DEFAULT_SIGNATURE } else { signature_name };
-        let signature = servable.model.signatures().get(signature_name).ok_or_else(|| {
-            ServingError::failed_precondition(format!("Serving signature key \"{signature_name}\" not found."))
-        })?;
-        check_input_count(signature, &request_inputs)?;
-
-        let request_count = request_inputs.len();
-        // Aliases taken from the request (not from defaults), for TF Serving's messages.
-        let mut used: Vec<&String> = Vec::with_capacity(request_count);
-        let mut inputs = TensorMap::new();
-        for (alias, spec) in &signature.inputs {
-            let tensor = match request_inputs.remove(alias) {
-                Some(raw) => {
-                    used.push(alias);
-                    decode(alias, raw)?
-                }
-                None => match signature.defaults.get(alias) {
-                    Some(t) => t.clone(),
-                    None => {
-                        let mut names: Vec<&String> = request_inputs.keys().chain(used.iter().copied()).collect();
-                        names.sort();
-                        return Err(ServingError::invalid_argument(format!(
-                            "Signature input alias: {alias}(feed name: {}) not found in request and no default value provided. Inputs expected to be in the request {{{}}}, or default input alias set: {}",
-                            spec.name,
-                            join(names.into_iter()),
-                            join(signature.defaults.keys()),
-                        )))
-                    }
-                },
-            };
-            inputs.insert(alias.clone(), tensor);
-        }
-        if request_count != 0 && used.len() != request_count {
-            let mut all: Vec<&String> = request_inputs.keys().chain(used.iter().copied()).collect();
-            all.sort();
-            return Err(ServingError::invalid_argument(format!(
-                "Inputs contains invalid name. Used request inputs: {}, request input: {}",
-                join(used.into_iter()),
-                join(all.into_iter())
-            )));
-        }
-        // TensorFlow checks feed types in the signature's input order: arg[i].
-        for (i, (alias, spec)) in signature.inputs.iter().enumerate() {
-            let got = inputs[alias].dtype();
-            if got != spec.dtype {
-                return Err(ServingError::invalid_argument(format!(
-                    "Expects arg[{i}] to be {} but {} is provided",
-                    spec.dtype.name(),
-                    got.name()
-                )));
-            }
-        }
-        let outputs = select_outputs(signature, output_filter)?;
-        Ok(PredictCall { servable, signature_name, signature, inputs, outputs })
+        prepare_predict(servable, signature_name, request_inputs, output_filter, decode)
     }
 
     /// Runs a prepared call; slow models run on the blocking pool, never on the reactor.
@@ -181,6 +125,73 @@ impl ServingCore {
         }
         Ok(out)
     }
+}
+
+/// Checks a Predict request's input names and output filter against the signature.
+///
+/// `decode` turns one request input into a tensor and is called in TF Serving's
+/// order (sorted by alias), so its errors surface as TF Serving's would.
+pub fn prepare_predict<'a, R>(
+    servable: &'a Servable,
+    signature_name: &'a str,
+    mut request_inputs: BTreeMap<String, R>,
+    output_filter: &[String],
+    mut decode: impl FnMut(&str, R) -> Result<Tensor, ServingError>,
+) -> Result<PredictCall<'a>, ServingError> {
+    let signature_name = if signature_name.is_empty() { DEFAULT_SIGNATURE } else { signature_name };
+    let signature = servable.model.signatures().get(signature_name).ok_or_else(|| {
+        ServingError::failed_precondition(format!("Serving signature key \"{signature_name}\" not found."))
+    })?;
+    check_input_count(signature, &request_inputs)?;
+
+    let request_count = request_inputs.len();
+    // Aliases taken from the request (not from defaults), for TF Serving's messages.
+    let mut used: Vec<&String> = Vec::with_capacity(request_count);
+    let mut inputs = TensorMap::new();
+    for (alias, spec) in &signature.inputs {
+        let tensor = match request_inputs.remove(alias) {
+            Some(raw) => {
+                used.push(alias);
+                decode(alias, raw)?
+            }
+            None => match signature.defaults.get(alias) {
+                Some(t) => t.clone(),
+                None => {
+                    let mut names: Vec<&String> = request_inputs.keys().chain(used.iter().copied()).collect();
+                    names.sort();
+                    return Err(ServingError::invalid_argument(format!(
+                        "Signature input alias: {alias}(feed name: {}) not found in request and no default value provided. Inputs expected to be in the request {{{}}}, or default input alias set: {}",
+                        spec.name,
+                        join(names.into_iter()),
+                        join(signature.defaults.keys()),
+                    )))
+                }
+            },
+        };
+        inputs.insert(alias.clone(), tensor);
+    }
+    if request_count != 0 && used.len() != request_count {
+        let mut all: Vec<&String> = request_inputs.keys().chain(used.iter().copied()).collect();
+        all.sort();
+        return Err(ServingError::invalid_argument(format!(
+            "Inputs contains invalid name. Used request inputs: {}, request input: {}",
+            join(used.into_iter()),
+            join(all.into_iter())
+        )));
+    }
+    // TensorFlow checks feed types in the signature's input order: arg[i].
+    for (i, (alias, spec)) in signature.inputs.iter().enumerate() {
+        let got = inputs[alias].dtype();
+        if got != spec.dtype {
+            return Err(ServingError::invalid_argument(format!(
+                "Expects arg[{i}] to be {} but {} is provided",
+                spec.dtype.name(),
+                got.name()
+            )));
+        }
+    }
+    let outputs = select_outputs(signature, output_filter)?;
+    Ok(PredictCall { servable, signature_name, signature, inputs, outputs })
 }
 
 fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {

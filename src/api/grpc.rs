@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use crate::error::ServingError;
 use crate::model::{Signature, TensorSpec, VersionChoice};
 use crate::proto::tensorflow as tf;
+use crate::repository::ModelManager;
 use crate::proto::tensorflow::serving as pb;
 use crate::serving::ServingCore;
 use crate::tensor::proto::{decode, encode, encode_owned, encode_shape_i64};
@@ -25,12 +26,14 @@ const SIGNATURE_DEF_FIELD: &str = "signature_def";
 pub struct GrpcApi {
     /// The shared request logic.
     core: Arc<ServingCore>,
+    /// Applies `HandleReloadConfigRequest`; `None` when the model list is fixed in code.
+    manager: Option<Arc<ModelManager>>,
 }
 
 impl GrpcApi {
-    /// A front end over `core`.
-    pub fn new(core: Arc<ServingCore>) -> Self {
-        GrpcApi { core }
+    /// A front end over `core`, with `manager` for config reloads.
+    pub fn new(core: Arc<ServingCore>, manager: Option<Arc<ModelManager>>) -> Self {
+        GrpcApi { core, manager }
     }
 }
 
@@ -196,10 +199,20 @@ impl pb::model_service_server::ModelService for GrpcApi {
 
     async fn handle_reload_config_request(
         &self,
-        _: Request<pb::ReloadConfigRequest>,
+        request: Request<pb::ReloadConfigRequest>,
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
-        Err(Status::unimplemented(
-            "HandleReloadConfigRequest is not implemented yet in tensorserve; restart the server with the new models",
-        ))
+        let Some(manager) = self.manager.clone() else {
+            return Err(ServingError::failed_precondition("this server's model list is fixed in code; it cannot be reloaded").into());
+        };
+        let config = request.into_inner().config.unwrap_or_default();
+        // Loads block for as long as models take to load and warm up: keep them off the reactor.
+        tokio::task::spawn_blocking(move || manager.reload(&config))
+            .await
+            .map_err(|e| ServingError::internal(format!("reload failed: {e}")))??;
+        // A failure is the gRPC status itself (gRPC sends no body with an error); success also says so in `status`.
+        Ok(Response::new(pb::ReloadConfigResponse {
+            status: Some(pb::StatusProto { error_code: 0, error_message: String::new() }),
+            metric: Vec::new(),
+        }))
     }
 }

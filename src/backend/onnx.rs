@@ -78,7 +78,8 @@ fn dtype_of(dt: DatumType) -> Option<DataType> {
 impl OnnxModel {
     /// Loads `dir/model.onnx`.
     pub fn load_dir(dir: &Path) -> Result<OnnxModel, ServingError> {
-        let path = dir.join(MODEL_FILE);
+        let path = crate::repository::confined_file(dir, MODEL_FILE)
+            .map_err(|e| load_error(format!("{}: {e}", dir.join(MODEL_FILE).display())))?;
         let bytes = std::fs::read(&path).map_err(|e| load_error(format!("{}: {e}", path.display())))?;
         OnnxModel::from_bytes(&bytes)
     }

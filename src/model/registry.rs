@@ -66,6 +66,8 @@ struct ModelEntry {
     versions: BTreeMap<i64, VersionEntry>,
     /// Version labels (`stable` -> 1).
     labels: HashMap<String, i64>,
+    /// Removed from the config: kept only so GetModelStatus can report END.
+    retired: bool,
 }
 
 /// A model version resolved for one request.
@@ -141,16 +143,48 @@ impl ModelRegistry {
 
     /// Adds (or replaces) a version that is ready to serve.
     pub fn insert(&self, name: &str, version: i64, model: Arc<dyn Model>) {
+        self.insert_with_stats(name, version, model, Arc::default());
+    }
+
+    /// Adds a version with statistics gathered before it became available (warmup runs).
+    pub fn insert_with_stats(&self, name: &str, version: i64, model: Arc<dyn Model>, stats: Arc<RunStats>) {
         self.update(name, |e| {
+            e.retired = false;
             e.versions.insert(
                 version,
                 VersionEntry {
                     status: VersionStatus { version, state: ServableState::Available, error: None },
                     model: Some(model),
-                    stats: Arc::new(RunStats::default()),
+                    stats,
                 },
             );
         });
+    }
+
+    /// Marks a version UNLOADING and takes it out of service; returns the model so the
+    /// caller can wait for in-flight requests (each holds a clone) before dropping it.
+    pub fn begin_unload(&self, name: &str, version: i64) -> Option<Arc<dyn Model>> {
+        let mut taken = None;
+        self.update(name, |e| {
+            if let Some(v) = e.versions.get_mut(&version) {
+                v.status.state = ServableState::Unloading;
+                taken = v.model.take();
+            }
+        });
+        taken
+    }
+
+    /// Marks a model as removed from the config: unlisted, its version states kept for status.
+    pub fn retire(&self, name: &str) {
+        self.update(name, |e| {
+            e.retired = true;
+            e.labels.clear();
+        });
+    }
+
+    /// Marks a model as configured (listed) even before any version loads.
+    pub fn declare(&self, name: &str) {
+        self.update(name, |e| e.retired = false);
     }
 
     /// Records a version that cannot serve (loading, failed, unloaded), dropping its model.
@@ -176,9 +210,10 @@ impl ModelRegistry {
         self.snapshot.store(Arc::new(next));
     }
 
-    /// The names of all models, sorted.
+    /// The names of all configured models, sorted.
     pub fn model_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.snapshot.load().keys().cloned().collect();
+        let mut names: Vec<String> =
+            self.snapshot.load().iter().filter(|(_, e)| !e.retired).map(|(k, _)| k.clone()).collect();
         names.sort();
         names
     }

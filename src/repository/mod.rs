@@ -1,55 +1,61 @@
-//! Model directories on disk: TF Serving's `BASE/<version>/` layout.
+//! Model directories on disk (TF Serving's `BASE/<version>/` layout), the config file,
+//! version policies, and the manager that loads and unloads versions.
 
+pub mod config;
+pub mod manager;
+pub mod platform;
+pub mod policy;
+pub mod warmup;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use crate::backend::onnx::{OnnxModel, MODEL_FILE};
-use crate::error::ServingError;
-use crate::model::{ModelRegistry, ServableState};
+pub use config::ModelConfig;
+pub use manager::{ManagerOptions, ModelManager};
+pub use platform::{Platform, Platforms};
+pub use policy::VersionPolicy;
 
 /// Version directories under `base`: children whose names parse as int64 (`00000123` is 123).
-pub fn version_dirs(base: &Path) -> std::io::Result<Vec<(i64, PathBuf)>> {
-    let mut versions = Vec::new();
-    for entry in std::fs::read_dir(base)? {
+///
+/// A symlinked version directory counts only if it resolves inside `base`, so nothing
+/// on disk can make the server read outside its configured base paths.
+pub fn version_dirs(base: &Path) -> std::io::Result<BTreeMap<i64, PathBuf>> {
+    let canonical_base = base.canonicalize()?;
+    let mut versions = BTreeMap::new();
+    for entry in std::fs::read_dir(&canonical_base)? {
         let entry = entry?;
-        if !entry.file_type()?.is_dir() {
+        let Some(version) = entry.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else { continue };
+        let kind = entry.file_type()?;
+        let dir = if kind.is_dir() {
+            entry.path()
+        } else if kind.is_symlink() {
+            match entry.path().canonicalize() {
+                Ok(target) if target.is_dir() && target.starts_with(&canonical_base) => target,
+                _ => {
+                    tracing::debug!("ignoring {}: a link that leaves {}", entry.path().display(), base.display());
+                    continue;
+                }
+            }
+        } else {
             continue;
-        }
-        if let Some(v) = entry.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) {
-            versions.push((v, entry.path()));
-        }
+        };
+        // Two spellings of one number (`7`, `007`): the first listed wins, as a map holds one.
+        versions.entry(version).or_insert(dir);
     }
-    versions.sort();
     Ok(versions)
 }
 
-/// Loads the highest version under `base` (TF Serving's default policy) into `registry`.
-///
-/// A version that fails to load is recorded as END with its error, as
-/// GetModelStatus shows it; the error is also returned.
-pub fn load_latest(registry: &ModelRegistry, name: &str, base: &Path) -> Result<i64, ServingError> {
-    let versions = version_dirs(base).map_err(|e| {
-        ServingError::not_found(format!("Could not read model base path {}: {e}", base.display()))
-    })?;
-    let Some((version, dir)) = versions.last().cloned() else {
-        return Err(ServingError::not_found(format!(
-            "No versions of servable {name} found under base path {}; expected {}/<version>/{MODEL_FILE}",
-            base.display(),
-            base.display()
-        )));
-    };
-    registry.set_status(name, version, ServableState::Loading, None);
-    match OnnxModel::load_dir(&dir) {
-        Ok(model) => {
-            registry.insert(name, version, Arc::new(model));
-            tracing::info!(model = name, version, "loaded {}", dir.display());
-            Ok(version)
-        }
-        Err(e) => {
-            registry.set_status(name, version, ServableState::End, Some(e.clone()));
-            Err(e)
-        }
+/// `dir/name`, refused if it is a link that resolves outside `dir`.
+pub fn confined_file(dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let path = dir.join(name);
+    let resolved = path.canonicalize()?;
+    if !resolved.starts_with(dir.canonicalize()?) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{} resolves outside {}", path.display(), dir.display()),
+        ));
     }
+    Ok(resolved)
 }
 
 #[cfg(test)]
@@ -57,14 +63,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_integer_directories_are_versions() {
-        let dir = std::env::temp_dir().join(format!("tensorserve-versions-{}", std::process::id()));
+    fn only_integer_directories_inside_base_are_versions() {
+        let root = std::env::temp_dir().join(format!("tensorserve-versions-{}", std::process::id()));
+        let dir = root.join("base");
         for d in ["00000123", "7", "abc", "12x"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
         std::fs::write(dir.join("99"), b"a file, not a version").unwrap();
-        let found: Vec<i64> = version_dirs(&dir).unwrap().into_iter().map(|(v, _)| v).collect();
-        assert_eq!(found, vec![7, 123]);
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(root.join("outside")).unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.join("outside"), dir.join("500")).unwrap();
+            std::os::unix::fs::symlink(dir.join("7"), dir.join("8")).unwrap();
+        }
+        let found: Vec<i64> = version_dirs(&dir).unwrap().into_keys().collect();
+        #[cfg(unix)]
+        assert_eq!(found, vec![7, 8, 123]);
+        std::fs::write(root.join("outside/secret"), b"x").unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.join("outside/secret"), dir.join("7/model.onnx")).unwrap();
+            assert!(confined_file(&dir.join("7"), "model.onnx").is_err());
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -1,0 +1,465 @@
+//! The model manager: keeps the registry in line with the config and the disk, the way
+//! TF Serving's aspired-versions manager does.
+//!
+//! A version goes START -> LOADING -> AVAILABLE -> UNLOADING -> END. New versions load
+//! (and warm up) before the versions they replace unload, so a model always has something
+//! to serve; a failed load leaves the old version serving. All changes run on one thread
+//! at a time (the state mutex); requests never wait for it, they read registry snapshots.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::config::{self, ModelConfig};
+use super::platform::Platforms;
+use super::warmup;
+use crate::error::{Code, ServingError};
+use crate::model::{ModelRegistry, RunStats, Servable, ServableState};
+use crate::proto::tensorflow::serving as pb;
+use crate::tensor::proto::DecodeLimits;
+
+/// How the manager polls, retries and warms up; named after TF Serving's flags.
+#[derive(Clone, Debug)]
+pub struct ManagerOptions {
+    /// `--file_system_poll_wait_seconds`: how often base paths are listed (zero: only at start and reload).
+    pub file_system_poll: Duration,
+    /// `--model_config_file`, re-read every `config_file_poll` when that is not zero.
+    pub config_file: Option<PathBuf>,
+    /// `--model_config_file_poll_wait_seconds` (zero: read once).
+    pub config_file_poll: Duration,
+    /// `--max_num_load_retries`: extra attempts after a failed load.
+    pub max_load_retries: u32,
+    /// `--load_retry_interval_micros`: wait between attempts.
+    pub load_retry_interval: Duration,
+    /// `--allow_version_labels_for_unavailable_models`.
+    pub allow_labels_for_unavailable: bool,
+    /// `--enable_model_warmup`: replay `assets.extra/tf_serving_warmup_requests` before AVAILABLE.
+    pub enable_warmup: bool,
+    /// Limits for decoding warmup tensors.
+    pub decode_limits: DecodeLimits,
+    /// How long an unloading version waits for its in-flight requests before it is let go.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        ManagerOptions {
+            file_system_poll: Duration::from_secs(1),
+            config_file: None,
+            config_file_poll: Duration::ZERO,
+            max_load_retries: 5,
+            load_retry_interval: Duration::from_secs(60),
+            allow_labels_for_unavailable: false,
+            enable_warmup: true,
+            decode_limits: DecodeLimits::default(),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the manager knows of one version directory.
+#[derive(Clone, Debug)]
+enum Tracked {
+    /// Loaded and serving.
+    Available,
+    /// A load failed; another attempt is due at `next_try`.
+    Retrying { attempts: u32, next_try: Instant, error: ServingError },
+    /// Every attempt failed; not retried while the directory stays (status END with the error).
+    Failed { error: ServingError },
+}
+
+/// One configured model.
+struct Managed {
+    /// Its config entry.
+    config: ModelConfig,
+    /// Versions the manager has acted on.
+    versions: BTreeMap<i64, Tracked>,
+    /// The last problem listing the base path, so a missing path is reported once, not every poll.
+    listing_error: Option<String>,
+}
+
+/// Mutable state, changed under one lock.
+#[derive(Default)]
+struct State {
+    /// Configured models by name.
+    models: BTreeMap<String, Managed>,
+    /// The config file text last applied, to notice edits.
+    config_text: Option<String>,
+}
+
+/// Keeps a [`ModelRegistry`] in line with a model config and the version directories on disk.
+pub struct ModelManager {
+    /// Where servables are published.
+    registry: Arc<ModelRegistry>,
+    /// Loaders by platform name.
+    platforms: Platforms,
+    /// Polling and retry settings.
+    options: ManagerOptions,
+    /// Config and per-version bookkeeping.
+    state: Mutex<State>,
+    /// Wakes the poll thread early (a retry became due sooner); dropping it ends the thread.
+    wake: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl std::fmt::Debug for ModelManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelManager").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl ModelManager {
+    /// Applies `initial` (loading every aspired version before it returns, as TF Serving
+    /// does before it opens its ports) and starts the poll thread.
+    ///
+    /// Problems with single models (a missing path, a failed load, a label on an
+    /// unavailable version) are logged and the rest still load.
+    pub fn start(
+        registry: Arc<ModelRegistry>,
+        platforms: Platforms,
+        options: ManagerOptions,
+        initial: Vec<ModelConfig>,
+        config_text: Option<String>,
+    ) -> Result<Arc<Self>, ServingError> {
+        let manager = Arc::new(ModelManager { registry, platforms, options, state: Mutex::default(), wake: Mutex::new(None) });
+        if let Err(e) = manager.apply(initial) {
+            tracing::error!("{}", e.message);
+        }
+        manager.lock().config_text = config_text;
+        let (tx, rx) = mpsc::channel();
+        *manager.wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        let weak = Arc::downgrade(&manager);
+        std::thread::Builder::new()
+            .name("model-manager".into())
+            .spawn(move || poll_thread(weak, rx))
+            .map_err(|e| ServingError::internal(format!("cannot start the model manager thread: {e}")))?;
+        Ok(manager)
+    }
+
+    /// Stops the poll thread; loaded models stay in the registry.
+    pub fn stop(&self) {
+        self.wake.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The registry this manager publishes to.
+    pub fn registry(&self) -> &Arc<ModelRegistry> {
+        &self.registry
+    }
+
+    /// `HandleReloadConfigRequest`: validates `config` and makes it the model list.
+    pub fn reload(&self, config: &pb::ModelServerConfig) -> Result<(), ServingError> {
+        let models = config::validate(config, &self.platforms.names())?;
+        self.apply(models)
+    }
+
+    /// Replaces the model list: removed models unload, new ones load, labels are set last.
+    ///
+    /// Every model is handled even when one has a problem; the problems come back together.
+    pub fn apply(&self, models: Vec<ModelConfig>) -> Result<(), ServingError> {
+        let mut state = self.lock();
+        for m in &models {
+            if let Some(old) = state.models.get(&m.name) {
+                if old.config.platform != m.platform {
+                    return Err(ServingError::invalid_argument(format!(
+                        "Illegal to change a model's platform. For model {} platform was {} and new platform requested is {}",
+                        m.name, old.config.platform, m.platform
+                    )));
+                }
+            }
+        }
+        let wanted: BTreeSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
+        let removed: Vec<String> = state.models.keys().filter(|n| !wanted.contains(n.as_str())).cloned().collect();
+        for name in removed {
+            if let Some(mut gone) = state.models.remove(&name) {
+                tracing::info!(model = %name, "removed from the config: unloading");
+                let versions: Vec<i64> = gone.versions.keys().copied().collect();
+                for v in versions {
+                    self.forget(&mut gone, v);
+                }
+                self.registry.retire(&name);
+            }
+        }
+        for m in models {
+            self.registry.declare(&m.name);
+            match state.models.get_mut(&m.name) {
+                Some(existing) => existing.config = m,
+                None => {
+                    state.models.insert(m.name.clone(), Managed { config: m, versions: BTreeMap::new(), listing_error: None });
+                }
+            }
+        }
+        let mut problems = Vec::new();
+        let now = Instant::now();
+        for managed in state.models.values_mut() {
+            if let Err(e) = self.reconcile(managed, now) {
+                problems.push(e);
+            }
+            for (v, t) in &managed.versions {
+                match t {
+                    Tracked::Failed { error } | Tracked::Retrying { error, .. } => problems.push(ServingError::new(
+                        error.code,
+                        format!("version {v} of model {} failed to load: {}", managed.config.name, error.message),
+                    )),
+                    Tracked::Available => {}
+                }
+            }
+            problems.extend(self.apply_labels(managed));
+        }
+        drop(state);
+        self.wake_poller();
+        match problems.first() {
+            None => Ok(()),
+            Some(first) => Err(ServingError::new(
+                first.code,
+                problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "),
+            )),
+        }
+    }
+
+    /// One poll: re-lists every base path and performs due retries.
+    pub fn poll(&self) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        for managed in state.models.values_mut() {
+            let _ = self.reconcile(managed, now);
+            self.apply_labels(managed);
+        }
+    }
+
+    /// Re-reads the config file and applies it when its text changed.
+    fn poll_config_file(&self) {
+        let Some(path) = &self.options.config_file else { return };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("cannot re-read model config file {}: {e}", path.display());
+                return;
+            }
+        };
+        if self.lock().config_text.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        tracing::info!("model config file {} changed: reloading", path.display());
+        let parsed = config::parse_text(&text, &path.display().to_string())
+            .and_then(|c| config::validate(&c, &self.platforms.names()));
+        // A bad edit keeps the running config; the text is remembered so it is reported once.
+        self.lock().config_text = Some(text);
+        match parsed {
+            Ok(models) => {
+                if let Err(e) = self.apply(models) {
+                    tracing::error!("model config reload: {}", e.message);
+                }
+            }
+            Err(e) => tracing::error!("model config reload: {}", e.message),
+        }
+    }
+
+    /// The earliest pending retry.
+    fn next_retry(&self) -> Option<Instant> {
+        let state = self.lock();
+        state
+            .models
+            .values()
+            .flat_map(|m| m.versions.values())
+            .filter_map(|t| match t {
+                Tracked::Retrying { next_try, .. } => Some(*next_try),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn wake_poller(&self) {
+        if let Some(tx) = self.wake.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Brings one model's versions in line with its policy and the directories on disk.
+    fn reconcile(&self, managed: &mut Managed, now: Instant) -> Result<(), ServingError> {
+        let name = managed.config.name.clone();
+        let present = match super::version_dirs(&managed.config.base_path) {
+            Ok(p) => {
+                managed.listing_error = None;
+                p
+            }
+            Err(e) => {
+                // An unreadable base path changes nothing: what is loaded keeps serving.
+                let message = format!("Could not find base path {} for servable {name}: {e}", managed.config.base_path.display());
+                if managed.listing_error.as_deref() != Some(message.as_str()) {
+                    tracing::error!("{message}");
+                    managed.listing_error = Some(message.clone());
+                }
+                return Err(ServingError::not_found(message));
+            }
+        };
+        let on_disk: BTreeSet<i64> = present.keys().copied().collect();
+        let aspired = managed.config.policy.select(&on_disk);
+
+        // Failures are forgotten once their directory is gone or no longer aspired (a new copy may load).
+        let stale: Vec<i64> = managed
+            .versions
+            .iter()
+            .filter(|(v, t)| !matches!(t, Tracked::Available) && !aspired.contains(v))
+            .map(|(v, _)| *v)
+            .collect();
+        for v in stale {
+            self.forget(managed, v);
+        }
+
+        // Newest first, so the version `Latest` requests get is serving soonest.
+        for v in aspired.iter().rev() {
+            let attempts = match managed.versions.get(v) {
+                None => 0,
+                Some(Tracked::Retrying { attempts, next_try, .. }) if *next_try <= now => *attempts,
+                Some(_) => continue,
+            };
+            let tracked = self.load(&managed.config.platform, &name, *v, &present[v], attempts);
+            managed.versions.insert(*v, tracked);
+        }
+
+        // Unload what the policy dropped, but only once something aspired serves (or nothing is aspired).
+        let aspired_serving = aspired.iter().any(|v| matches!(managed.versions.get(v), Some(Tracked::Available)));
+        if aspired.is_empty() || aspired_serving {
+            let unwanted: Vec<i64> = managed
+                .versions
+                .iter()
+                .filter(|(v, t)| matches!(t, Tracked::Available) && !aspired.contains(v))
+                .map(|(v, _)| *v)
+                .collect();
+            for v in unwanted {
+                self.forget(managed, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// One load attempt of `name` version `v`.
+    fn load(&self, platform: &str, name: &str, v: i64, dir: &Path, attempts: u32) -> Tracked {
+        if attempts == 0 {
+            self.registry.set_status(name, v, ServableState::Start, None);
+        }
+        self.registry.set_status(name, v, ServableState::Loading, None);
+        let started = Instant::now();
+        match self.load_version(platform, name, v, dir) {
+            Ok((model, stats)) => {
+                self.registry.insert_with_stats(name, v, model, stats);
+                tracing::info!(model = name, version = v, "available after {:.1} ms ({})", started.elapsed().as_secs_f64() * 1e3, dir.display());
+                Tracked::Available
+            }
+            Err(error) if attempts < self.options.max_load_retries => {
+                tracing::warn!(model = name, version = v, "load attempt {} failed, retrying in {:?}: {}", attempts + 1, self.options.load_retry_interval, error.message);
+                Tracked::Retrying { attempts: attempts + 1, next_try: Instant::now() + self.options.load_retry_interval, error }
+            }
+            Err(error) => {
+                tracing::error!(model = name, version = v, "failed to load: {}", error.message);
+                self.registry.set_status(name, v, ServableState::End, Some(error.clone()));
+                Tracked::Failed { error }
+            }
+        }
+    }
+
+    /// Loads and warms up a version without publishing it.
+    fn load_version(&self, platform: &str, name: &str, version: i64, dir: &Path) -> Result<(Arc<dyn crate::model::Model>, Arc<RunStats>), ServingError> {
+        let platform = self.platforms.get(platform).ok_or_else(|| ServingError::internal(format!("unknown platform {platform}")))?;
+        let model = platform.load(dir)?;
+        let stats = Arc::new(RunStats::default());
+        if self.options.enable_warmup {
+            if let Some(file) = warmup::warmup_file(dir) {
+                let servable = Servable { name: name.to_string(), version, model: model.clone(), stats: stats.clone() };
+                let report = warmup::replay(&servable, &file, &self.options.decode_limits)?;
+                tracing::info!(model = name, version, "warmup: {} records in {:.1} ms", report.records, report.elapsed.as_secs_f64() * 1e3);
+            }
+        }
+        Ok((model, stats))
+    }
+
+    /// Takes version `v` out of the manager: unloads it if it serves, ends a pending retry.
+    fn forget(&self, managed: &mut Managed, v: i64) {
+        let name = managed.config.name.clone();
+        match managed.versions.remove(&v) {
+            Some(Tracked::Available) => self.unload(&name, v),
+            Some(Tracked::Retrying { error, .. }) => self.registry.set_status(&name, v, ServableState::End, Some(error)),
+            Some(Tracked::Failed { .. }) | None => {}
+        }
+    }
+
+    /// UNLOADING until in-flight requests finish (they hold the model), then END.
+    fn unload(&self, name: &str, v: i64) {
+        if let Some(model) = self.registry.begin_unload(name, v) {
+            let deadline = Instant::now() + self.options.drain_timeout;
+            while Arc::strong_count(&model) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if Arc::strong_count(&model) > 1 {
+                tracing::warn!(model = name, version = v, "requests still running after {:?}; freed when they end", self.options.drain_timeout);
+            }
+            drop(model);
+        }
+        self.registry.set_status(name, v, ServableState::End, None);
+        tracing::info!(model = name, version = v, "unloaded");
+    }
+
+    /// Publishes the config's labels; returns one error per label on a version that does not serve.
+    fn apply_labels(&self, managed: &Managed) -> Vec<ServingError> {
+        let mut labels = std::collections::HashMap::new();
+        let mut errors = Vec::new();
+        for (label, v) in &managed.config.labels {
+            let serving = matches!(managed.versions.get(v), Some(Tracked::Available));
+            if serving || self.options.allow_labels_for_unavailable {
+                labels.insert(label.clone(), *v);
+            } else {
+                errors.push(ServingError::new(
+                    Code::FailedPrecondition,
+                    format!(
+                        "Request to assign label to version {v} of model {}, which is not currently available for inference",
+                        managed.config.name
+                    ),
+                ));
+            }
+        }
+        self.registry.set_labels(&managed.config.name, labels);
+        errors
+    }
+}
+
+/// Waits for the next poll, retry or config check, until the manager is dropped or stopped.
+fn poll_thread(manager: Weak<ModelManager>, wake: mpsc::Receiver<()>) {
+    let mut next_fs_poll = Instant::now();
+    let mut next_config_poll = Instant::now();
+    loop {
+        let Some(m) = manager.upgrade() else { return };
+        let fs_every = m.options.file_system_poll;
+        let config_every = if m.options.config_file.is_some() { m.options.config_file_poll } else { Duration::ZERO };
+        let now = Instant::now();
+        if !config_every.is_zero() && next_config_poll <= now {
+            m.poll_config_file();
+            next_config_poll = now + config_every;
+        }
+        let retry_due = m.next_retry().is_some_and(|t| t <= now);
+        if (!fs_every.is_zero() && next_fs_poll <= now) || retry_due {
+            m.poll();
+            if next_fs_poll <= now {
+                next_fs_poll = now + fs_every;
+            }
+        }
+        let mut deadline: Option<Instant> = m.next_retry();
+        if !fs_every.is_zero() {
+            deadline = Some(deadline.map_or(next_fs_poll, |d| d.min(next_fs_poll)));
+        }
+        if !config_every.is_zero() {
+            deadline = Some(deadline.map_or(next_config_poll, |d| d.min(next_config_poll)));
+        }
+        drop(m);
+        let result = match deadline {
+            Some(d) => wake.recv_timeout(d.saturating_duration_since(Instant::now())),
+            None => wake.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        if let Err(mpsc::RecvTimeoutError::Disconnected) = result {
+            return;
+        }
+    }
+}
