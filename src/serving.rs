@@ -96,14 +96,13 @@ impl ServingCore {
         let PredictCall { servable, signature_name, inputs, outputs, .. } = call;
         let model = servable.model.clone();
         let stats = servable.stats.clone();
-        let average = stats.average();
-        // Unmeasured models start on the blocking pool; only proven-fast ones run inline.
-        let mut result = if !average.is_zero() && average < self.options.inline_run_threshold {
+        let mut result = if stats.run_inline(self.options.inline_run_threshold) {
             let start = Instant::now();
             let r = model.run(signature_name, inputs, &outputs);
             stats.record(start.elapsed());
             r
         } else {
+            tracing::trace!(model = %servable.name, version = servable.version, average = ?stats.average(), "run on the blocking pool");
             let signature = signature_name.to_string();
             let outputs_for_run = outputs.clone();
             let (r, elapsed) = tokio::task::spawn_blocking(move || {

@@ -62,7 +62,7 @@ async fn start_with(options: ServingOptions) -> TestServer {
     registry.insert("add", 2, Arc::new(AddModel::new()));
     registry.set_labels("add", [("stable".to_string(), 1)].into_iter().collect());
     let core = Arc::new(ServingCore::new(registry, options));
-    let services = GrpcServices::new(core, DEFAULT_MAX_MESSAGE_SIZE).await.unwrap();
+    let services = GrpcServices::new(core, DEFAULT_MAX_MESSAGE_SIZE, None).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -88,6 +88,8 @@ pub struct Servable {
 pub struct RunStats {
     /// Exponential average of one run, in nanoseconds; 0 until measured.
     avg_run_nanos: AtomicU64,
+    /// Whether runs currently go inline on the async worker (see [`RunStats::run_inline`]).
+    inline: std::sync::atomic::AtomicBool,
 }
 
 impl RunStats {
@@ -96,11 +98,35 @@ impl RunStats {
         Duration::from_nanos(self.avg_run_nanos.load(Ordering::Relaxed))
     }
 
+    /// Whether the next run should go inline, with hysteresis: a model turns inline below
+    /// `threshold` and goes back to the blocking pool only above twice that, so a model near
+    /// the threshold does not flip (each flip to the pool can start new threads).
+    pub fn run_inline(&self, threshold: Duration) -> bool {
+        let average = self.average();
+        let inline = self.inline.load(Ordering::Relaxed);
+        // Unmeasured models start on the blocking pool; only proven-fast ones run inline.
+        let next = !average.is_zero() && if inline { average < threshold * 2 } else { average < threshold };
+        if next != inline {
+            self.inline.store(next, Ordering::Relaxed);
+        }
+        next
+    }
+
+    /// Starts from an estimate (a predecessor version's average) until real runs arrive.
+    pub fn seed(&self, estimate: Duration) {
+        let nanos = estimate.as_nanos().min(u64::MAX as u128) as u64;
+        let _ = self.avg_run_nanos.compare_exchange(0, nanos, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     /// Adds one measured run (weight 1/8: steady, yet adapts within a few calls).
+    ///
+    /// A sample counts at most twice the average: a run preempted on a busy machine
+    /// must not flip a fast model to the blocking pool (each flip spawns threads),
+    /// while a model that is really slower still climbs 12 % per run.
     pub fn record(&self, elapsed: Duration) {
         let nanos = elapsed.as_nanos().min(u64::MAX as u128) as u64;
         let old = self.avg_run_nanos.load(Ordering::Relaxed);
-        let new = if old == 0 { nanos } else { old - old / 8 + nanos / 8 };
+        let new = if old == 0 { nanos } else { old - old / 8 + nanos.min(old.saturating_mul(2)) / 8 };
         self.avg_run_nanos.store(new.max(1), Ordering::Relaxed);
     }
 }
@@ -216,6 +242,14 @@ impl ModelRegistry {
             self.snapshot.load().iter().filter(|(_, e)| !e.retired).map(|(k, _)| k.clone()).collect();
         names.sort();
         names
+    }
+
+    /// The measured average run of the highest version of `name` that serves, if any.
+    pub fn latest_average(&self, name: &str) -> Option<Duration> {
+        let snapshot = self.snapshot.load();
+        let entry = snapshot.get(name)?;
+        let (_, v) = entry.versions.iter().rev().find(|(_, v)| v.model.is_some())?;
+        Some(v.stats.average()).filter(|d| !d.is_zero())
     }
 
     /// Every version of `name`, highest first; `None` for an unknown model.

@@ -346,6 +346,11 @@ impl ModelManager {
         let started = Instant::now();
         match self.load_version(platform, name, v, dir) {
             Ok((model, stats)) => {
+                // A new version of a model runs like its predecessor until measured, so a fast
+                // model's successor starts inline instead of sending its first requests to new blocking threads.
+                if let Some(previous) = self.registry.latest_average(name) {
+                    stats.seed(previous);
+                }
                 self.registry.insert_with_stats(name, v, model, stats);
                 tracing::info!(model = name, version = v, "available after {:.1} ms ({})", started.elapsed().as_secs_f64() * 1e3, dir.display());
                 Tracked::Available
