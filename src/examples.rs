@@ -6,19 +6,40 @@ use crate::backend::onnx::OnnxModel;
 use crate::error::ServingError;
 use crate::model::ModelRegistry;
 
-/// `half_plus_two` v123: y = 0.5 x + 2, TF Serving's classic test model.
+/// `half_plus_two` v123: y = 0.5 x + 2 (plus TF Serving's test heads y2 = 0.5 x + 3, y3 = 0.5 x2 + 3).
 pub const HALF_PLUS_TWO_ONNX: &[u8] = include_bytes!("../examples/models/half_plus_two/123/model.onnx");
+
+/// The signatures of `half_plus_two`: TF Serving's test model's, incl. classify and regress.
+pub const HALF_PLUS_TWO_SIGNATURES: &str = include_str!("../examples/models/half_plus_two/123/signatures.pbtxt");
+
+/// `iris` v1: a logistic regression over four float features, with class names.
+pub const IRIS_ONNX: &[u8] = include_bytes!("../examples/models/iris/1/model.onnx");
+
+/// The signatures of `iris`: `serving_default` is a classify signature.
+pub const IRIS_SIGNATURES: &str = include_str!("../examples/models/iris/1/signatures.pbtxt");
 
 /// `digits_mlp` v1: a 64-32-10 MLP trained on scikit-learn's 8x8 digits.
 pub const DIGITS_MLP_ONNX: &[u8] = include_bytes!("../examples/models/digits_mlp/1/model.onnx");
 
-/// The bundled models: (name, version, ONNX bytes).
-pub const BUNDLED: [(&str, i64, &[u8]); 2] = [("half_plus_two", 123, HALF_PLUS_TWO_ONNX), ("digits_mlp", 1, DIGITS_MLP_ONNX)];
+/// The bundled models: (name, version, ONNX bytes, signatures file text).
+pub const BUNDLED: [(&str, i64, &[u8], Option<&str>); 3] = [
+    ("half_plus_two", 123, HALF_PLUS_TWO_ONNX, Some(HALF_PLUS_TWO_SIGNATURES)),
+    ("iris", 1, IRIS_ONNX, Some(IRIS_SIGNATURES)),
+    ("digits_mlp", 1, DIGITS_MLP_ONNX, None),
+];
+
+/// Loads one bundled model.
+pub fn load_bundled(bytes: &[u8], signatures: Option<&str>) -> Result<OnnxModel, ServingError> {
+    match signatures {
+        Some(text) => OnnxModel::with_signatures(bytes, text, "signatures.pbtxt"),
+        None => OnnxModel::from_bytes(bytes),
+    }
+}
 
 /// Loads every bundled model into `registry`.
 pub fn register_bundled(registry: &ModelRegistry) -> Result<(), ServingError> {
-    for (name, version, bytes) in BUNDLED {
-        registry.insert(name, version, Arc::new(OnnxModel::from_bytes(bytes)?));
+    for (name, version, bytes, signatures) in BUNDLED {
+        registry.insert(name, version, Arc::new(load_bundled(bytes, signatures)?));
     }
     Ok(())
 }

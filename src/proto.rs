@@ -19,3 +19,32 @@ pub mod tensorflow {
 
 /// Serialized `FileDescriptorSet` of every schema above, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tensorserve_descriptor");
+
+/// Parses protobuf text format into `T` (whose full name is `full_name`), with errors in TF's
+/// words: `Error parsing text-format NAME: origin:line:column: detail`.
+pub fn parse_text_format<T: prost::Message + Default>(
+    full_name: &str,
+    text: &str,
+    origin: &str,
+) -> Result<T, crate::error::ServingError> {
+    use crate::error::ServingError;
+    let pool = prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET)
+        .map_err(|e| ServingError::internal(format!("bundled descriptors are unusable: {e}")))?;
+    let descriptor = pool
+        .get_message_by_name(full_name)
+        .ok_or_else(|| ServingError::internal(format!("{full_name} missing from the descriptors")))?;
+    let message = prost_reflect::DynamicMessage::parse_text_format(descriptor, text).map_err(|e| {
+        let offset = miette::Diagnostic::labels(&e).and_then(|mut l| l.next()).map(|l| l.offset()).unwrap_or(0);
+        let (line, column) = line_column(text, offset);
+        ServingError::invalid_argument(format!("Error parsing text-format {full_name}: {origin}:{line}:{column}: {e}"))
+    })?;
+    message.transcode_to::<T>().map_err(|e| ServingError::internal(format!("{origin}: {e}")))
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}

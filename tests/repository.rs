@@ -43,10 +43,11 @@ impl Drop for TempDir {
     }
 }
 
-/// Writes `base/<version>/model.onnx` with the bundled half_plus_two graph.
+/// Writes `base/<version>/` with the bundled half_plus_two graph and its signatures.
 fn add_version(base: &Path, version: &str) -> PathBuf {
     let dir = base.join(version);
     std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("signatures.pbtxt"), tensorserve::examples::HALF_PLUS_TWO_SIGNATURES).unwrap();
     std::fs::write(dir.join("model.onnx"), tensorserve::examples::HALF_PLUS_TWO_ONNX).unwrap();
     dir
 }
@@ -361,6 +362,7 @@ fn failed_loads_are_retried_as_configured() {
     let (registry, _manager) = start(options, vec![model("m", dir.path(), VersionPolicy::Latest(1))]);
     assert_eq!(states(&registry, "m"), vec![(1, Loading)]);
     // The file is fixed before the retries run out: the next attempt loads it.
+    std::fs::write(dir.path().join("1/signatures.pbtxt"), tensorserve::examples::HALF_PLUS_TWO_SIGNATURES).unwrap();
     std::fs::write(dir.path().join("1/model.onnx"), tensorserve::examples::HALF_PLUS_TWO_ONNX).unwrap();
     wait_for("a retry to load version 1", Duration::from_secs(10), || states(&registry, "m") == vec![(1, Available)]);
 }

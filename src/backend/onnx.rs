@@ -1,7 +1,8 @@
 //! ONNX models through tract (pure Rust, nothing fetched at build or run time).
 //!
-//! A model directory holds `model.onnx`; its one signature `serving_default`
-//! uses the graph's input and output names as aliases.
+//! A model directory holds `model.onnx`. Without a `signatures.pbtxt` beside it the model has
+//! one signature, `serving_default`, whose aliases are the graph's input and output names; with
+//! one, each declared signature runs its own plan, pruned to the tensors it names.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,36 +15,43 @@ use tract_onnx::prelude::{
 };
 
 use crate::error::ServingError;
-use crate::model::{Model, Signature, TensorMap, TensorSpec, DEFAULT_SIGNATURE};
+use crate::model::{parse_signature_defs, signatures_from_defs, Model, Signature, TensorMap, TensorSpec, DEFAULT_SIGNATURE, SIGNATURES_FILE};
+use crate::proto::tensorflow as tf;
 use crate::tensor::{Buffer, DataType, Element, Tensor, TensorData};
 
 /// The file name tensorserve looks for inside a version directory.
 pub const MODEL_FILE: &str = "model.onnx";
 
-/// One input of the graph, in graph order.
-struct GraphInput {
-    /// Alias and ONNX name.
-    name: String,
+/// One input of a plan, in the order tract expects it.
+struct PlanInput {
+    /// The signature alias requests use.
+    alias: String,
     /// Declared dims: `Some(n)` fixed, `None` symbolic.
     dims: Vec<Option<usize>>,
 }
 
-/// A loaded, optimised ONNX graph.
-pub struct OnnxModel {
+/// One signature's runnable graph.
+struct Head {
     /// The runnable plan; `run` takes `&self`, so requests share it without a lock.
     plan: Arc<TypedRunnableModel>,
-    /// Graph inputs, in the order tract expects them.
-    inputs: Vec<GraphInput>,
-    /// Output names, in graph order.
-    outputs: Vec<String>,
-    /// `serving_default`.
-    signatures: BTreeMap<String, Signature>,
-    /// The graph as loaded, kept to plan for input shapes the signature does not declare.
+    /// Plan inputs, in order.
+    inputs: Vec<PlanInput>,
+    /// Each output alias with the index of its tensor among the plan's outputs.
+    outputs: Vec<(String, usize)>,
+    /// The graph as loaded (pruned to this head), kept to plan for shapes the graph does not declare.
     source: tract_onnx::prelude::InferenceModel,
     /// Plans built for such shapes, by input shapes (TF Serving does not check shapes; we follow).
     fallback_plans: std::sync::Mutex<std::collections::HashMap<Vec<Vec<usize>>, Arc<TypedRunnableModel>>>,
     /// Idle run states, reused so a run does not rebuild per-node state (tract resets them after each run).
     states: std::sync::Mutex<Vec<TypedSimpleState>>,
+}
+
+/// A loaded, optimised ONNX graph.
+pub struct OnnxModel {
+    /// Runnable heads by signature name.
+    heads: BTreeMap<String, Head>,
+    /// The signatures, as served.
+    signatures: BTreeMap<String, Signature>,
 }
 
 /// Most shape-specific plans kept per model; past this the request gets a clear error.
@@ -76,37 +84,53 @@ fn dtype_of(dt: DatumType) -> Option<DataType> {
 }
 
 impl OnnxModel {
-    /// Loads `dir/model.onnx`.
+    /// Loads `dir/model.onnx`, with the signatures of `dir/signatures.pbtxt` when it exists.
     pub fn load_dir(dir: &Path) -> Result<OnnxModel, ServingError> {
         let path = crate::repository::confined_file(dir, MODEL_FILE)
             .map_err(|e| load_error(format!("{}: {e}", dir.join(MODEL_FILE).display())))?;
         let bytes = std::fs::read(&path).map_err(|e| load_error(format!("{}: {e}", path.display())))?;
+        let declared = dir.join(SIGNATURES_FILE);
+        if declared.exists() {
+            let path = crate::repository::confined_file(dir, SIGNATURES_FILE)
+                .map_err(|e| load_error(format!("{}: {e}", declared.display())))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| load_error(format!("{}: {e}", path.display())))?;
+            return OnnxModel::with_signatures(&bytes, &text, &path.display().to_string());
+        }
         OnnxModel::from_bytes(&bytes)
     }
 
-    /// Loads a model from its serialized bytes.
+    /// Loads a model from its serialized bytes, with the one signature `serving_default`.
     pub fn from_bytes(bytes: &[u8]) -> Result<OnnxModel, ServingError> {
-        let mut reader = bytes;
-        let model = tract_onnx::onnx().model_for_read(&mut reader).map_err(load_error)?;
-        let source = model.clone();
-        let typed = model.into_optimized().map_err(load_error)?;
-        let plan = typed.into_runnable().map_err(load_error)?;
-        let graph = plan.model();
+        OnnxModel::build(bytes, None)
+    }
 
-        let mut inputs = Vec::new();
-        let mut sig_inputs = BTreeMap::new();
+    /// Loads a model with the signatures declared in `signatures` (a text-format
+    /// `SignatureDefMap`; `origin` names it in errors).
+    pub fn with_signatures(bytes: &[u8], signatures: &str, origin: &str) -> Result<OnnxModel, ServingError> {
+        let defs = parse_signature_defs(signatures, origin).map_err(|e| ServingError::new(e.code, e.message))?;
+        OnnxModel::build(bytes, Some((defs, origin)))
+    }
+
+    fn build(bytes: &[u8], declared: Option<(BTreeMap<String, tf::SignatureDef>, &str)>) -> Result<OnnxModel, ServingError> {
+        let mut reader = bytes;
+        let source = tract_onnx::onnx().model_for_read(&mut reader).map_err(load_error)?;
+        let typed = source.clone().into_optimized().map_err(load_error)?;
+        let full_plan = typed.into_runnable().map_err(load_error)?;
+        let graph = full_plan.model();
+
+        let mut graph_inputs = BTreeMap::new();
+        let mut input_order = Vec::new();
         for (i, outlet) in graph.input_outlets().map_err(load_error)?.iter().enumerate() {
             let fact = graph.input_fact(i).map_err(load_error)?;
             let name = graph.node(outlet.node).name.clone();
             let dtype = dtype_of(fact.datum_type)
                 .ok_or_else(|| load_error(format!("input {name} has unsupported type {:?}", fact.datum_type)))?;
-            let dims: Vec<Option<usize>> = fact.shape.iter().map(|d| d.as_i64().map(|v| v as usize)).collect();
-            let shape: Vec<i64> = dims.iter().map(|d| d.map(|v| v as i64).unwrap_or(-1)).collect();
-            sig_inputs.insert(name.clone(), TensorSpec::new(name.clone(), dtype, &shape));
-            inputs.push(GraphInput { name, dims });
+            let shape: Vec<i64> = fact.shape.iter().map(|d| d.as_i64().unwrap_or(-1)).collect();
+            graph_inputs.insert(name.clone(), TensorSpec::new(name.clone(), dtype, &shape));
+            input_order.push(name);
         }
-        let mut outputs = Vec::new();
-        let mut sig_outputs = BTreeMap::new();
+        let mut graph_outputs = BTreeMap::new();
+        let mut output_order = Vec::new();
         for (i, outlet) in graph.output_outlets().map_err(load_error)?.iter().enumerate() {
             let fact = graph.output_fact(i).map_err(load_error)?;
             let name = graph
@@ -116,12 +140,80 @@ impl OnnxModel {
             let dtype = dtype_of(fact.datum_type)
                 .ok_or_else(|| load_error(format!("output {name} has unsupported type {:?}", fact.datum_type)))?;
             let shape: Vec<i64> = fact.shape.iter().map(|d| d.as_i64().unwrap_or(-1)).collect();
-            sig_outputs.insert(name.clone(), TensorSpec::new(name.clone(), dtype, &shape));
-            outputs.push(name);
+            graph_outputs.insert(name.clone(), TensorSpec::new(name.clone(), dtype, &shape));
+            output_order.push(name);
         }
-        let signatures = BTreeMap::from([(DEFAULT_SIGNATURE.to_string(), Signature::predict(sig_inputs, sig_outputs))]);
-        Ok(OnnxModel { plan, inputs, outputs, signatures, source, fallback_plans: Default::default(), states: Default::default() })
+
+        let Some((defs, origin)) = declared else {
+            // No signature file: one head over the whole graph, aliases = tensor names.
+            let head = Head::new(full_plan, source, &input_order, &output_order, &graph_inputs)?;
+            let signatures =
+                BTreeMap::from([(DEFAULT_SIGNATURE.to_string(), Signature::predict(graph_inputs, graph_outputs))]);
+            return Ok(OnnxModel { heads: BTreeMap::from([(DEFAULT_SIGNATURE.to_string(), head)]), signatures });
+        };
+        let signatures = signatures_from_defs(&defs, &graph_inputs, &graph_outputs)
+            .map_err(|e| load_error(format!("{origin}: {}", e.message)))?;
+        let mut heads = BTreeMap::new();
+        for (name, sig) in &signatures {
+            let head = Head::pruned(&source, sig, &graph_inputs).map_err(|e| load_error(format!("{origin}: signature {name}: {e}")))?;
+            heads.insert(name.clone(), head);
+        }
+        Ok(OnnxModel { heads, signatures })
     }
+}
+
+impl Head {
+    /// A head over a plan whose inputs and outputs are `inputs` / `outputs` (tensor names = aliases).
+    fn new(
+        plan: Arc<TypedRunnableModel>,
+        source: tract_onnx::prelude::InferenceModel,
+        inputs: &[String],
+        outputs: &[String],
+        graph_inputs: &BTreeMap<String, TensorSpec>,
+    ) -> Result<Head, ServingError> {
+        let inputs = inputs
+            .iter()
+            .map(|name| PlanInput { alias: name.clone(), dims: dims_of(&graph_inputs[name]) })
+            .collect();
+        let outputs = outputs.iter().enumerate().map(|(i, name)| (name.clone(), i)).collect();
+        Ok(Head { plan, inputs, outputs, source, fallback_plans: Default::default(), states: Default::default() })
+    }
+
+    /// A head for `sig`: the graph pruned to the tensors the signature names.
+    fn pruned(
+        source: &tract_onnx::prelude::InferenceModel,
+        sig: &Signature,
+        graph_inputs: &BTreeMap<String, TensorSpec>,
+    ) -> Result<Head, String> {
+        let mut model = source.clone();
+        let input_names: Vec<&str> = sig.inputs.values().map(|s| s.name.as_str()).collect();
+        // Two aliases may name one tensor; the plan computes it once.
+        let mut tensors: Vec<&str> = Vec::new();
+        let mut outputs = Vec::new();
+        for (alias, spec) in &sig.outputs {
+            let index = match tensors.iter().position(|t| *t == spec.name) {
+                Some(i) => i,
+                None => {
+                    tensors.push(&spec.name);
+                    tensors.len() - 1
+                }
+            };
+            outputs.push((alias.clone(), index));
+        }
+        model.set_input_names(&input_names).map_err(|e| e.to_string())?;
+        model.select_outputs_by_name(&tensors).map_err(|e| e.to_string())?;
+        let plan = model.clone().into_optimized().and_then(|m| m.into_runnable()).map_err(|e| format!("{e:#}"))?;
+        let inputs = sig
+            .inputs
+            .iter()
+            .map(|(alias, spec)| PlanInput { alias: alias.clone(), dims: dims_of(&graph_inputs[&spec.name]) })
+            .collect();
+        Ok(Head { plan, inputs, outputs, source: model, fallback_plans: Default::default(), states: Default::default() })
+    }
+}
+
+fn dims_of(spec: &TensorSpec) -> Vec<Option<usize>> {
+    spec.shape.as_deref().unwrap_or(&[]).iter().map(|d| usize::try_from(*d).ok()).collect()
 }
 
 fn to_tract(alias: &str, tensor: &Tensor) -> Result<TractTensor, ServingError> {
@@ -205,15 +297,15 @@ fn from_tract(name: &str, t: Arc<TractTensor>) -> Result<Tensor, ServingError> {
     result.map_err(|e| ServingError::internal(format!("output {name}: {e}")))
 }
 
-impl OnnxModel {
+impl Head {
     /// A plan for input shapes that differ from the declared ones, built once per shape set.
-    fn plan_for(&self, inputs: &[(&Tensor, &GraphInput)]) -> Result<Arc<TypedRunnableModel>, ServingError> {
+    fn plan_for(&self, inputs: &[(&Tensor, &PlanInput)]) -> Result<Arc<TypedRunnableModel>, ServingError> {
         let key: Vec<Vec<usize>> = inputs.iter().map(|(t, _)| t.shape().to_vec()).collect();
         if let Some(plan) = self.fallback_plans.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(plan.clone());
         }
         let mismatch = |e: tract_onnx::prelude::TractError| {
-            let got: Vec<String> = inputs.iter().map(|(t, i)| format!("{} {:?}", i.name, t.shape())).collect();
+            let got: Vec<String> = inputs.iter().map(|(t, i)| format!("{} {:?}", i.alias, t.shape())).collect();
             ServingError::invalid_argument(format!("the model cannot take input shapes {}: {e}", got.join(", ")))
         };
         let mut model = self.source.clone();
@@ -234,6 +326,53 @@ impl OnnxModel {
         }
         plans.insert(key, plan.clone());
         Ok(plan)
+    }
+
+    fn run(&self, inputs: TensorMap, outputs: &[String]) -> Result<TensorMap, ServingError> {
+        let mut values = tvec!();
+        let mut all_fit = true;
+        let mut pairs = Vec::with_capacity(self.inputs.len());
+        for input in &self.inputs {
+            let tensor = inputs
+                .get(&input.alias)
+                .ok_or_else(|| ServingError::invalid_argument(format!("missing input {}", input.alias)))?;
+            let shape = tensor.shape();
+            all_fit &= shape.len() == input.dims.len()
+                && shape.iter().zip(&input.dims).all(|(got, want)| want.is_none_or(|w| w == *got));
+            values.push(to_tract(&input.alias, tensor)?.into_tvalue());
+            pairs.push((tensor, input));
+        }
+        let results = if all_fit {
+            let pooled = self.states.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut state = match pooled {
+                Some(s) => s,
+                None => self.plan.spawn().map_err(|e| ServingError::internal(format!("model state: {e}")))?,
+            };
+            // A failed run drops its state rather than returning it to the pool.
+            let results = state.run(values).map_err(|e| ServingError::invalid_argument(format!("model run failed: {e}")))?;
+            let mut idle = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE_STATES {
+                idle.push(state);
+            }
+            results
+        } else {
+            // Like TF Serving, do not refuse undeclared shapes; plan for them (e.g. x of shape [3] for [-1,1]).
+            let plan = self.plan_for(&pairs)?;
+            plan.run(values).map_err(|e| ServingError::invalid_argument(format!("model run failed: {e}")))?
+        };
+        // Each plan output becomes an Arc once; aliases sharing a tensor share it (from_tract borrows).
+        let tensors: Vec<Arc<TractTensor>> = results.into_iter().map(|v| v.into_arc_tensor()).collect();
+        let mut out = TensorMap::new();
+        for (alias, index) in &self.outputs {
+            if outputs.iter().any(|o| o == alias) {
+                let value = tensors
+                    .get(*index)
+                    .cloned()
+                    .ok_or_else(|| ServingError::internal(format!("model did not produce {alias}")))?;
+                out.insert(alias.clone(), from_tract(alias, value)?);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -262,53 +401,10 @@ impl Model for OnnxModel {
     }
 
     fn run(&self, signature: &str, inputs: TensorMap, outputs: &[String]) -> Result<TensorMap, ServingError> {
-        if signature != DEFAULT_SIGNATURE {
-            return Err(ServingError::failed_precondition(format!("Serving signature key \"{signature}\" not found.")));
-        }
-        let mut values = tvec!();
-        let mut all_fit = true;
-        let mut pairs = Vec::with_capacity(self.inputs.len());
-        for input in &self.inputs {
-            let tensor = inputs
-                .get(&input.name)
-                .ok_or_else(|| ServingError::invalid_argument(format!("missing input {}", input.name)))?;
-            let shape = tensor.shape();
-            all_fit &= shape.len() == input.dims.len()
-                && shape.iter().zip(&input.dims).all(|(got, want)| want.is_none_or(|w| w == *got));
-            values.push(to_tract(&input.name, tensor)?.into_tvalue());
-            pairs.push((tensor, input));
-        }
-        if !all_fit {
-            // Like TF Serving, do not refuse undeclared shapes; plan for them (e.g. x of shape [3] for [-1,1]).
-            let plan = self.plan_for(&pairs)?;
-            let results = plan.run(values).map_err(|e| ServingError::invalid_argument(format!("model run failed: {e}")))?;
-            let mut out = TensorMap::new();
-            for (name, value) in self.outputs.iter().zip(results) {
-                if outputs.iter().any(|o| o == name) {
-                    out.insert(name.clone(), from_tract(name, value.into_arc_tensor())?);
-                }
-            }
-            return Ok(out);
-        }
-        let pooled = self.states.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut state = match pooled {
-            Some(s) => s,
-            None => self.plan.spawn().map_err(|e| ServingError::internal(format!("model state: {e}")))?,
-        };
-        // A failed run drops its state rather than returning it to the pool.
-        let results = state.run(values).map_err(|e| ServingError::invalid_argument(format!("model run failed: {e}")))?;
-        {
-            let mut idle = self.states.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < MAX_IDLE_STATES {
-                idle.push(state);
-            }
-        }
-        let mut out = TensorMap::new();
-        for (name, value) in self.outputs.iter().zip(results) {
-            if outputs.iter().any(|o| o == name) {
-                out.insert(name.clone(), from_tract(name, value.into_arc_tensor())?);
-            }
-        }
-        Ok(out)
+        let head = self
+            .heads
+            .get(signature)
+            .ok_or_else(|| ServingError::failed_precondition(format!("Serving signature key \"{signature}\" not found.")))?;
+        head.run(inputs, outputs)
     }
 }

@@ -1,8 +1,10 @@
 //! What a servable model is ([`Model`], [`Signature`]) and where they live ([`ModelRegistry`]).
 
 mod registry;
+mod signature_def;
 
 pub use registry::{ModelRegistry, RunStats, Servable, ServableState, VersionChoice, VersionStatus};
+pub use signature_def::{parse_signature_defs, signatures_from_defs, SIGNATURES_FILE};
 
 use std::collections::BTreeMap;
 
@@ -17,6 +19,12 @@ pub const DEFAULT_SIGNATURE: &str = "serving_default";
 
 /// TF Serving's method name for prediction signatures.
 pub const PREDICT_METHOD_NAME: &str = "tensorflow/serving/predict";
+
+/// TF Serving's method name for classification signatures.
+pub const CLASSIFY_METHOD_NAME: &str = "tensorflow/serving/classify";
+
+/// TF Serving's method name for regression signatures.
+pub const REGRESS_METHOD_NAME: &str = "tensorflow/serving/regress";
 
 /// One input or output of a signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +45,10 @@ impl TensorSpec {
 }
 
 /// A named entry point of a model: aliases to tensor specs, as in TF's `SignatureDef`.
+///
+/// For classify and regress signatures each input alias is also the tf.Example feature that
+/// fills it: its dtype picks the feature kind (float, int64 or bytes list) and its shape after
+/// the batch dimension is the fixed number of values per example.
 #[derive(Clone, Debug, Default)]
 pub struct Signature {
     /// Inputs by alias.
@@ -45,7 +57,8 @@ pub struct Signature {
     pub outputs: BTreeMap<String, TensorSpec>,
     /// `tensorflow/serving/predict`, `.../classify` or `.../regress`.
     pub method_name: String,
-    /// Values used for inputs a request leaves out.
+    /// Values used for inputs a request leaves out; for classify and regress, the value
+    /// of a tf.Example feature an example leaves out (one example's worth).
     pub defaults: BTreeMap<String, Tensor>,
 }
 

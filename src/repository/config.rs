@@ -4,8 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use prost_reflect::{DescriptorPool, DynamicMessage};
-
 use super::policy::VersionPolicy;
 use crate::error::ServingError;
 use crate::proto::tensorflow::serving as pb;
@@ -34,21 +32,7 @@ pub struct ModelConfig {
 
 /// Parses the text of a `ModelServerConfig`; errors name `origin`, the line and the column.
 pub fn parse_text(text: &str, origin: &str) -> Result<pb::ModelServerConfig, ServingError> {
-    let pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)
-        .map_err(|e| ServingError::internal(format!("bundled descriptors are unusable: {e}")))?;
-    let descriptor = pool
-        .get_message_by_name(MODEL_SERVER_CONFIG)
-        .ok_or_else(|| ServingError::internal(format!("{MODEL_SERVER_CONFIG} missing from the descriptors")))?;
-    let message = DynamicMessage::parse_text_format(descriptor, text).map_err(|e| {
-        let offset = miette::Diagnostic::labels(&e).and_then(|mut l| l.next()).map(|l| l.offset()).unwrap_or(0);
-        let (line, column) = line_column(text, offset);
-        ServingError::invalid_argument(format!(
-            "Error parsing text-format {MODEL_SERVER_CONFIG}: {origin}:{line}:{column}: {e}"
-        ))
-    })?;
-    message
-        .transcode_to::<pb::ModelServerConfig>()
-        .map_err(|e| ServingError::internal(format!("{origin}: {e}")))
+    crate::proto::parse_text_format(MODEL_SERVER_CONFIG, text, origin)
 }
 
 /// Reads and parses a config file.
@@ -56,14 +40,6 @@ pub fn read_file(path: &Path) -> Result<pb::ModelServerConfig, ServingError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ServingError::invalid_argument(format!("cannot read model config file {}: {e}", path.display())))?;
     parse_text(&text, &path.display().to_string())
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 /// Checks a model or label name: it appears in URLs and logs, never in paths.
