@@ -10,6 +10,7 @@ pub mod backend;
 pub mod error;
 pub mod examples;
 pub mod explain;
+pub mod inference;
 pub mod model;
 pub mod proto;
 pub mod repository;

@@ -96,6 +96,11 @@ struct Flags {
     #[arg(long = "max_message_size_bytes", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
     max_message_size_bytes: usize,
 
+    /// Serve Predict, Classify and Regress only on signatures of that method (TF Serving's flag).
+    #[arg(long = "enable_signature_method_name_check", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    enable_signature_method_name_check: bool,
+
     /// Models whose average run is shorter than this run on the async workers; slower ones on the blocking pool.
     #[arg(long = "inline_run_threshold_micros", default_value_t = 50)]
     inline_run_threshold_micros: u64,
@@ -187,6 +192,7 @@ fn run() -> Result<(), server::BoxError> {
             tensor_content_output: flags.enable_serialization_as_tensor_content,
             decode_limits,
             inline_run_threshold: std::time::Duration::from_micros(flags.inline_run_threshold_micros),
+            signature_method_name_check: flags.enable_signature_method_name_check,
         },
     };
     if flags.grpc_runtime_threads > 0 {

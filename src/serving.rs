@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::ServingError;
-use crate::model::{ModelRegistry, Servable, Signature, TensorMap, VersionChoice, DEFAULT_SIGNATURE};
+use crate::model::{
+    ModelRegistry, Servable, Signature, TensorMap, VersionChoice, CLASSIFY_METHOD_NAME, DEFAULT_SIGNATURE, PREDICT_METHOD_NAME,
+    REGRESS_METHOD_NAME,
+};
 use crate::tensor::proto::DecodeLimits;
 use crate::tensor::Tensor;
 
@@ -21,6 +24,8 @@ pub struct ServingOptions {
     pub decode_limits: DecodeLimits,
     /// Models whose runs average below this run inline on the async worker; slower ones go to the blocking pool.
     pub inline_run_threshold: Duration,
+    /// `--enable_signature_method_name_check`: a signature serves only its own method.
+    pub signature_method_name_check: bool,
 }
 
 impl Default for ServingOptions {
@@ -29,6 +34,7 @@ impl Default for ServingOptions {
             tensor_content_output: false,
             decode_limits: DecodeLimits::default(),
             inline_run_threshold: Duration::from_micros(50),
+            signature_method_name_check: false,
         }
     }
 }
@@ -88,7 +94,14 @@ impl ServingCore {
         output_filter: &[String],
         decode: impl FnMut(&str, R) -> Result<Tensor, ServingError>,
     ) -> Result<PredictCall<'a>, ServingError> {
-        prepare_predict(servable, signature_name, request_inputs, output_filter, decode)
+        let call = prepare_predict(servable, signature_name, request_inputs, output_filter, decode)?;
+        let method = call.signature.method_name.as_str();
+        if self.options.signature_method_name_check && ![PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME].contains(&method) {
+            return Err(ServingError::internal(format!(
+                "Expected prediction signature method_name to be one of {{{PREDICT_METHOD_NAME}, {CLASSIFY_METHOD_NAME}, {REGRESS_METHOD_NAME}}}. Was: {method}"
+            )));
+        }
+        Ok(call)
     }
 
     /// Runs a prepared call; slow models run on the blocking pool, never on the reactor.

@@ -389,17 +389,6 @@ async fn model_status() {
 }
 
 #[tokio::test]
-async fn later_rpcs_answer_unimplemented() {
-    let server = start().await;
-    let mut client = server.predict().await;
-    let s = client.classify(pb::ClassificationRequest::default()).await.unwrap_err();
-    assert_eq!(s.code(), Code::Unimplemented);
-    assert!(s.message().contains("Classify"));
-    assert_eq!(client.regress(pb::RegressionRequest::default()).await.unwrap_err().code(), Code::Unimplemented);
-    assert_eq!(client.multi_inference(pb::MultiInferenceRequest::default()).await.unwrap_err().code(), Code::Unimplemented);
-}
-
-#[tokio::test]
 async fn reload_without_a_manager_is_a_failed_precondition() {
     let server = start().await;
     let s = server.status().await.handle_reload_config_request(pb::ReloadConfigRequest::default()).await.unwrap_err();

@@ -197,8 +197,8 @@ async fn errors_carry_tf_serving_status_and_message() {
     assert_eq!(s, 400);
     let (s, v) = json_call(addr, "GET", "/v1/foo", None).await;
     assert_eq!((s, v["error"].clone()), (400, json!("Malformed request: GET /v1/foo")));
-    let (s, _) = json_call(addr, "POST", "/v1/models/half_plus_two:classify", Some(r#"{"examples": []}"#)).await;
-    assert_eq!(s, 501);
+    let (s, v) = json_call(addr, "POST", "/v1/models/half_plus_two:classify", Some(r#"{"examples": []}"#)).await;
+    assert_eq!((s, v["error"].clone()), (400, json!("Input is empty.")));
     let (s, head, _) = call(addr, "OPTIONS", p, None).await;
     assert_eq!(s, 204);
     assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: *"));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::error::ServingError;
+use crate::inference::{Method, TaskResult};
 use crate::model::{Signature, TensorSpec, VersionChoice};
 use crate::proto::tensorflow as tf;
 use crate::repository::ModelManager;
@@ -72,20 +73,26 @@ pub fn signature_def(sig: &Signature, as_content: bool) -> tf::SignatureDef {
     }
 }
 
-fn unimplemented(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not implemented yet in tensorserve; use Predict with the model's serving signature"
-    ))
-}
-
 #[tonic::async_trait]
 impl pb::prediction_service_server::PredictionService for GrpcApi {
-    async fn classify(&self, _: Request<pb::ClassificationRequest>) -> Result<Response<pb::ClassificationResponse>, Status> {
-        Err(unimplemented("Classify"))
+    async fn classify(&self, request: Request<pb::ClassificationRequest>) -> Result<Response<pb::ClassificationResponse>, Status> {
+        let request = request.into_inner();
+        let spec = require_spec(request.model_spec)?;
+        let (result, model_spec) = self.core.run_task(&spec, request.input.as_ref(), Method::Classify).await?;
+        let TaskResult::Classification(result) = result else {
+            return Err(ServingError::internal("classify produced a regression").into());
+        };
+        Ok(Response::new(pb::ClassificationResponse { result: Some(result), model_spec: Some(model_spec) }))
     }
 
-    async fn regress(&self, _: Request<pb::RegressionRequest>) -> Result<Response<pb::RegressionResponse>, Status> {
-        Err(unimplemented("Regress"))
+    async fn regress(&self, request: Request<pb::RegressionRequest>) -> Result<Response<pb::RegressionResponse>, Status> {
+        let request = request.into_inner();
+        let spec = require_spec(request.model_spec)?;
+        let (result, model_spec) = self.core.run_task(&spec, request.input.as_ref(), Method::Regress).await?;
+        let TaskResult::Regression(result) = result else {
+            return Err(ServingError::internal("regress produced a classification").into());
+        };
+        Ok(Response::new(pb::RegressionResponse { result: Some(result), model_spec: Some(model_spec) }))
     }
 
     async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
@@ -117,8 +124,8 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         }))
     }
 
-    async fn multi_inference(&self, _: Request<pb::MultiInferenceRequest>) -> Result<Response<pb::MultiInferenceResponse>, Status> {
-        Err(unimplemented("MultiInference"))
+    async fn multi_inference(&self, request: Request<pb::MultiInferenceRequest>) -> Result<Response<pb::MultiInferenceResponse>, Status> {
+        Ok(Response::new(self.core.multi_inference(&request.into_inner()).await?))
     }
 
     async fn get_model_metadata(

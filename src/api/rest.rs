@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::api::grpc::model_status;
 use crate::error::{Code, ServingError};
 use crate::explain::{explain, ExplainOptions};
+use crate::inference;
 use crate::model::{ServableState, VersionChoice, DEFAULT_SIGNATURE};
 use crate::proto::tensorflow::serving as pb;
 use crate::serving::ServingCore;
@@ -184,9 +185,8 @@ async fn route(rest: &Rest, method: &Method, path: &str, body: Bytes) -> Respons
         (Method::GET, None, true) => metadata(rest, &target),
         (Method::POST, Some("predict"), _) => predict(rest, &target, &body, false).await,
         (Method::POST, Some("explain"), _) => predict(rest, &target, &body, true).await,
-        (Method::POST, Some(verb @ ("classify" | "regress")), _) => {
-            Err(ServingError::unimplemented(format!("{verb} is not implemented yet in tensorserve; use :predict")))
-        }
+        (Method::POST, Some("classify"), _) => classify_or_regress(rest, &target, &body, inference::Method::Classify).await,
+        (Method::POST, Some("regress"), _) => classify_or_regress(rest, &target, &body, inference::Method::Regress).await,
         _ => return malformed(),
     };
     match result {
@@ -310,6 +310,51 @@ struct PredictBody<'a> {
     /// Columnar format.
     #[serde(borrow, default)]
     inputs: Option<&'a RawValue>,
+}
+
+/// `:classify` / `:regress`: `{"signature_name", "context", "examples"}` -> `{"results": ...}`.
+async fn classify_or_regress(rest: &Rest, target: &ModelPath, body: &[u8], method: inference::Method) -> Result<Response, ServingError> {
+    let text = std::str::from_utf8(body).map_err(|_| ServingError::invalid_argument("JSON Parse error: the body is not UTF-8"))?;
+    if text.trim().is_empty() {
+        return Err(ServingError::invalid_argument("JSON Parse error: The document is empty"));
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| ServingError::invalid_argument(format!("JSON Parse error: {e}")))?;
+    let verb = match method {
+        inference::Method::Classify => "classify",
+        inference::Method::Regress => "regress",
+    };
+    let (signature_name, input) = crate::tensor::example::input_from_json(&value, verb)?;
+    let mut spec = spec_of(target);
+    spec.signature_name = signature_name;
+    let (result, _) = tokio::time::timeout(rest.options.timeout, rest.core.run_task(&spec, Some(&input), method))
+        .await
+        .map_err(|_| ServingError::new(Code::DeadlineExceeded, "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms"))??;
+    let float = |v: f32| crate::tensor::json::format_float(v as f64, true);
+    let mut out = String::from("{\"results\": [");
+    match result {
+        inference::TaskResult::Classification(c) => {
+            for (i, classes) in c.classifications.iter().enumerate() {
+                out.push_str(if i > 0 { ", [" } else { "[" });
+                for (k, class) in classes.classes.iter().enumerate() {
+                    if k > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push('[');
+                    out.push_str(&Value::String(class.label.clone()).to_string());
+                    out.push_str(", ");
+                    out.push_str(&float(class.score));
+                    out.push(']');
+                }
+                out.push(']');
+            }
+        }
+        inference::TaskResult::Regression(r) => {
+            let values: Vec<String> = r.regressions.iter().map(|v| float(v.value)).collect();
+            out.push_str(&values.join(", "));
+        }
+    }
+    out.push_str("]}");
+    Ok(json_response(StatusCode::OK, out))
 }
 
 async fn predict(rest: &Rest, target: &ModelPath, body: &[u8], with_explanations: bool) -> Result<Response, ServingError> {

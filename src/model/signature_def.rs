@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Signature, TensorSpec, CLASSIFY_METHOD_NAME, PREDICT_METHOD_NAME, REGRESS_METHOD_NAME};
+use super::{Signature, TensorSpec};
 use crate::error::ServingError;
 use crate::proto::tensorflow as tf;
 use crate::proto::tensorflow::serving as pb;
@@ -42,10 +42,8 @@ pub fn signatures_from_defs(
         if name.is_empty() {
             return Err(ServingError::invalid_argument("a signature_def has an empty key"));
         }
-        let method_name = if def.method_name.is_empty() { PREDICT_METHOD_NAME.to_string() } else { def.method_name.clone() };
-        if ![PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME].contains(&method_name.as_str()) {
-            return Err(fail(format!("unknown method_name {method_name}")));
-        }
+        // Kept as declared: TF Serving checks method names per request, and only when asked to.
+        let method_name = def.method_name.clone();
         if def.inputs.is_empty() || def.outputs.is_empty() {
             return Err(fail("needs at least one input and one output".into()));
         }

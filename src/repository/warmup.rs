@@ -1,5 +1,6 @@
 //! Model warmup: replays `assets.extra/tf_serving_warmup_requests` (a TFRecord file of
-//! `PredictionLog`s) before a version turns AVAILABLE, as TF Serving does.
+//! `PredictionLog`s: predict, classify, regress and multi-inference records) before a version
+//! turns AVAILABLE, as TF Serving does.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -124,7 +125,10 @@ fn run_one(servable: &Servable, log: pb::PredictionLog, limits: &DecodeLimits) -
             servable.stats.record(start.elapsed());
             Ok(())
         }
-        Some(_) => Err(ServingError::unimplemented("only predict_log warmup records are supported")),
+        Some(_) => {
+            let options = crate::serving::ServingOptions { decode_limits: *limits, ..Default::default() };
+            crate::inference::run_log_blocking(servable, &log, &options)
+        }
         None => Err(ServingError::invalid_argument("PredictionLog has no log_type")),
     }
 }

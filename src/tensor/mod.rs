@@ -4,6 +4,7 @@
 //! buffers can borrow the request's bytes (`tensor_content`) instead of copying
 //! them. [`Tensor::view`] exposes any numeric tensor as an ndarray view.
 
+pub mod example;
 pub mod json;
 pub mod proto;
 

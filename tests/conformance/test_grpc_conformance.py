@@ -141,7 +141,7 @@ def test_error_codes_and_messages(stub):
     bad_filter.output_filter.append("z")
     expect_error(P, bad_filter, C.INVALID_ARGUMENT,
                  "output tensor alias not found in signature: z Outputs expected to be in the set {y}.")
-    expect_error(stub.Classify, classification_pb2.ClassificationRequest(), C.UNIMPLEMENTED)
+    expect_error(stub.Classify, classification_pb2.ClassificationRequest(), C.INVALID_ARGUMENT, "Missing ModelSpec")
 
 
 def test_shape_bomb_is_refused_and_server_keeps_serving(stub):
