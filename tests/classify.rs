@@ -472,3 +472,34 @@ async fn rest_classify_and_regress() {
     let (s, body) = post(addr, "/v1/models/half_plus_two:regress", r#"{"examples": [{"x": [[1.0]]}]}"#).await;
     assert_eq!(s, 400, "{body}");
 }
+
+#[tokio::test]
+async fn metadata_shows_every_signature() {
+    let (addr, rest) = start_with(ServingOptions::default()).await;
+    let mut c = client(addr).await;
+    let r = c
+        .get_model_metadata(pb::GetModelMetadataRequest { model_spec: spec("half_plus_two", ""), metadata_field: vec!["signature_def".into()] })
+        .await
+        .unwrap()
+        .into_inner();
+    let map = <pb::SignatureDefMap as prost::Message>::decode(r.metadata["signature_def"].value.as_slice()).unwrap();
+    let names: Vec<&str> = map.signature_def.keys().map(String::as_str).collect();
+    assert_eq!(names, vec!["classify_x2_to_y3", "classify_x_to_y", "regress_x2_to_y3", "regress_x_to_y", "regress_x_to_y2", "serving_default"]);
+    let classify = &map.signature_def["classify_x_to_y"];
+    assert_eq!(classify.method_name, "tensorflow/serving/classify");
+    let x = &classify.inputs["x"];
+    assert_eq!((x.dtype, x.encoding.clone()), (DataType::Float.to_proto(), Some(tf::tensor_info::Encoding::Name("x".into()))));
+    let dims: Vec<i64> = x.tensor_shape.as_ref().unwrap().dim.iter().map(|d| d.size).collect();
+    assert_eq!(dims, vec![-1, 1], "shape completed from the graph");
+    assert_eq!(map.signature_def["regress_x2_to_y3"].outputs["outputs"].encoding, Some(tf::tensor_info::Encoding::Name("y3".into())));
+
+    let mut stream = tokio::net::TcpStream::connect(rest).await.unwrap();
+    stream.write_all(b"GET /v1/models/iris/metadata HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let sig = &v["metadata"]["signature_def"]["signature_def"]["serving_default"];
+    assert_eq!(sig["method_name"], "tensorflow/serving/classify");
+    assert_eq!(sig["outputs"]["classes"]["dtype"], "DT_STRING");
+    assert_eq!(sig["inputs"].as_object().unwrap().len(), 4);
+}

@@ -43,12 +43,18 @@ impl Drop for TempDir {
     }
 }
 
-/// Writes `base/<version>/` with the bundled half_plus_two graph and its signatures.
+/// Writes `base/<version>/` with the bundled half_plus_two graph and its signatures, all at
+/// once (staged, then renamed) so a poll never sees half a version.
 fn add_version(base: &Path, version: &str) -> PathBuf {
+    let staging = base.join(format!(".staging-{version}"));
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("signatures.pbtxt"), tensorserve::examples::HALF_PLUS_TWO_SIGNATURES).unwrap();
+    std::fs::write(staging.join("model.onnx"), tensorserve::examples::HALF_PLUS_TWO_ONNX).unwrap();
     let dir = base.join(version);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("signatures.pbtxt"), tensorserve::examples::HALF_PLUS_TWO_SIGNATURES).unwrap();
-    std::fs::write(dir.join("model.onnx"), tensorserve::examples::HALF_PLUS_TWO_ONNX).unwrap();
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::rename(&staging, &dir).unwrap();
     dir
 }
 
@@ -402,8 +408,9 @@ fn the_config_file_is_polled_and_a_bad_edit_keeps_the_running_config() {
     let _manager = ModelManager::start(registry.clone(), Platforms::new(), options, models, Some(text)).unwrap();
     assert_eq!(registry.model_names(), vec!["a"]);
     write(&["b"]);
-    wait_for("model b from the edited file", Duration::from_secs(10), || registry.model_names() == vec!["b"]);
-    assert_eq!(states(&registry, "b"), vec![(4, Available)]);
+    wait_for("model b from the edited file", Duration::from_secs(10), || {
+        registry.model_names() == vec!["b"] && states(&registry, "b") == vec![(4, Available)]
+    });
     assert_eq!(states(&registry, "a"), vec![(1, End)]);
     std::fs::write(&file, "model_config_list { config { name: 'c' base_path: ").unwrap();
     std::thread::sleep(Duration::from_millis(400));
@@ -628,4 +635,84 @@ fn unloaded_versions_are_freed() {
         assert_eq!(LIVE_MODELS.load(Ordering::SeqCst), 1, "after swap to {v}");
     }
     assert_eq!(states(&registry, "m")[0], (20, Available));
+}
+
+fn x_example_input(x: f32) -> Option<pb::Input> {
+    let feature = tf::Feature { kind: Some(tf::feature::Kind::FloatList(tf::FloatList { value: vec![x] })) };
+    let example = tf::Example { features: Some(tf::Features { feature: [("x".to_string(), feature)].into() }) };
+    Some(pb::Input { kind: Some(pb::input::Kind::ExampleList(pb::ExampleList { examples: vec![example] })) })
+}
+
+fn spec_for(signature: &str) -> Option<pb::ModelSpec> {
+    Some(pb::ModelSpec { name: "m".into(), signature_name: signature.into(), version_choice: None })
+}
+
+#[test]
+fn warmup_replays_classify_regress_and_multi_inference_logs() {
+    use pb::prediction_log::LogType;
+    let log = |t: LogType| pb::PredictionLog { log_metadata: None, log_type: Some(t) }.encode_to_vec();
+    let classify = log(LogType::ClassifyLog(pb::ClassifyLog {
+        request: Some(pb::ClassificationRequest { model_spec: spec_for("classify_x_to_y"), input: x_example_input(2.0) }),
+        response: None,
+    }));
+    let regress = log(LogType::RegressLog(pb::RegressLog {
+        request: Some(pb::RegressionRequest { model_spec: spec_for("regress_x_to_y"), input: x_example_input(2.0) }),
+        response: None,
+    }));
+    let task = |sig: &str, method: &str| pb::InferenceTask { model_spec: spec_for(sig), method_name: method.into() };
+    let multi = |tasks| {
+        log(LogType::MultiInferenceLog(pb::MultiInferenceLog {
+            request: Some(pb::MultiInferenceRequest { tasks, input: x_example_input(2.0) }),
+            response: None,
+        }))
+    };
+    let good_multi = multi(vec![task("regress_x_to_y", "tensorflow/serving/regress"), task("classify_x_to_y", "tensorflow/serving/classify")]);
+    let dir = TempDir::new("warmup-examples");
+    let v1 = add_version(dir.path(), "1");
+    std::fs::create_dir_all(v1.join("assets.extra")).unwrap();
+    std::fs::write(v1.join(warmup::WARMUP_FILE), warmup::write_tfrecord(&[classify, regress, good_multi])).unwrap();
+    let (registry, manager) = start(manual(), vec![model("m", dir.path(), VersionPolicy::Latest(1))]);
+    assert_eq!(states(&registry, "m"), vec![(1, Available)]);
+    assert!(registry.resolve("m", &VersionChoice::Latest).unwrap().stats.average() > Duration::ZERO);
+
+    // A multi-inference record with a predict task fails the load with TF Serving's message.
+    let v2 = add_version(dir.path(), "2");
+    std::fs::create_dir_all(v2.join("assets.extra")).unwrap();
+    let bad = multi(vec![task("serving_default", "tensorflow/serving/predict")]);
+    std::fs::write(v2.join(warmup::WARMUP_FILE), warmup::write_tfrecord(&[bad])).unwrap();
+    manager.poll();
+    let statuses = registry.statuses("m").unwrap();
+    assert_eq!((statuses[0].version, statuses[0].state), (2, End));
+    let message = &statuses[0].error.as_ref().unwrap().message;
+    assert!(message.contains("record 0: Unsupported signature method_name: tensorflow/serving/predict"), "{message}");
+}
+
+#[test]
+fn signature_files_are_checked_at_load() {
+    let dir = TempDir::new("signatures");
+    let cases = [
+        ("signature_def { key: 'a' value { inputs { key: 'x' value { name: 'x' } } outputs { key: 'y' value { name: 'nope' } } } }",
+         "output y names tensor nope, which is not a graph output (y, y2, y3)"),
+        ("signature_def { key: 'a' value { inputs { key: 'x' value { name: 'x' dtype: DT_INT64 } } outputs { key: 'y' value { name: 'y' } } } }",
+         "input x is declared int64 but the graph's x is float"),
+        ("signature_def { key: 'a' value { inputs { key: 'x' value { name: 'x' } }\n bogus: 1 } }",
+         "Error parsing text-format tensorflow.serving.SignatureDefMap: "),
+        ("", "declares no signature_def"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let v = add_version(dir.path(), &(i + 1).to_string());
+        std::fs::write(v.join("signatures.pbtxt"), text).unwrap();
+        let err = match tensorserve::backend::onnx::OnnxModel::load_dir(&v) {
+            Ok(_) => panic!("{text} loaded"),
+            Err(e) => e,
+        };
+        assert_eq!(err.code, tensorserve::Code::FailedPrecondition);
+        assert!(err.message.contains(want), "{}", err.message);
+        assert!(err.message.contains("signatures.pbtxt"), "{}", err.message);
+    }
+    // The parse error names the line and column.
+    let v = add_version(dir.path(), "9");
+    std::fs::write(v.join("signatures.pbtxt"), cases[2].0).unwrap();
+    let err = tensorserve::backend::onnx::OnnxModel::load_dir(&v).err().unwrap();
+    assert!(err.message.contains("signatures.pbtxt:2:2: "), "{}", err.message);
 }

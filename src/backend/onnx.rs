@@ -107,7 +107,8 @@ impl OnnxModel {
     /// Loads a model with the signatures declared in `signatures` (a text-format
     /// `SignatureDefMap`; `origin` names it in errors).
     pub fn with_signatures(bytes: &[u8], signatures: &str, origin: &str) -> Result<OnnxModel, ServingError> {
-        let defs = parse_signature_defs(signatures, origin).map_err(|e| ServingError::new(e.code, e.message))?;
+        // A broken signature file is a load failure, like a broken model file.
+        let defs = parse_signature_defs(signatures, origin).map_err(|e| ServingError::failed_precondition(e.message))?;
         OnnxModel::build(bytes, Some((defs, origin)))
     }
 

@@ -17,10 +17,18 @@ from conftest import BIN, ROOT, Server
 HALF = os.path.join(ROOT, "examples", "models", "half_plus_two", "123")
 
 
+def add_version(model_dir, version):
+    """Copies half_plus_two to `model_dir/<version>` atomically (staged, then renamed), as deployments should."""
+    os.makedirs(model_dir, exist_ok=True)
+    staging = os.path.join(model_dir, f".staging-{version}")
+    shutil.copytree(HALF, staging)
+    os.rename(staging, os.path.join(model_dir, str(version)))
+
+
 def make_model(base, name, versions):
     """Copies half_plus_two under `base/name/<v>` for each version."""
     for v in versions:
-        shutil.copytree(HALF, os.path.join(base, name, str(v)))
+        add_version(os.path.join(base, name), v)
     return os.path.join(base, name)
 
 
@@ -145,7 +153,7 @@ def test_config_file_poll_and_version_directories(base):
                "--file_system_poll_wait_seconds=1")
     try:
         # A new version directory is picked up, loaded, then the old one unloaded.
-        shutil.copytree(HALF, os.path.join(a, "2"))
+        add_version(a, 2)
         deadline = time.time() + 15
         while time.time() < deadline and states(s.address, "a").get(1) != "END":
             time.sleep(0.2)
