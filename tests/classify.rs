@@ -38,11 +38,24 @@ impl Features {
         // One value stands for all three weights; flag defaults to false.
         sig.defaults.insert("weights".into(), Tensor::from_vec(vec![1], vec![1.0f32]).unwrap());
         sig.defaults.insert("flag".into(), Tensor::from_bools(vec![1], vec![false]).unwrap());
+        // Signatures a tf.Example cannot fill, each for its own error.
+        let mut unfixed = sig.clone();
+        unfixed.inputs.insert("age".into(), TensorSpec::new("age", DataType::Int32, &[-1, -1]));
+        let mut half = sig.clone();
+        half.inputs.insert("age".into(), TensorSpec::new("age", DataType::Half, &[-1]));
+        let mut bad_default = sig.clone();
+        bad_default.defaults.insert("weights".into(), Tensor::from_vec(vec![2], vec![1.0f32, 2.0]).unwrap());
         let mut wide = sig.clone();
         // A feature of 100k floats per example with a default: the batch size decides the allocation.
         wide.inputs.insert("big".into(), TensorSpec::new("big", DataType::Float, &[-1, 100_000]));
         wide.defaults.insert("big".into(), Tensor::from_vec(vec![1], vec![0.0f32]).unwrap());
-        Features(BTreeMap::from([("serving_default".to_string(), sig), ("wide".to_string(), wide)]))
+        Features(BTreeMap::from([
+            ("serving_default".to_string(), sig),
+            ("wide".to_string(), wide),
+            ("unfixed".to_string(), unfixed),
+            ("half".to_string(), half),
+            ("bad_default".to_string(), bad_default),
+        ]))
     }
 }
 
@@ -307,6 +320,22 @@ async fn example_and_signature_errors() {
             Code::ResourceExhausted,
             "feature big: 20 examples x 100000 values exceed the 1048576-byte tensor limit",
         ),
+        // Signatures no tf.Example can fill are the model's fault: FAILED_PRECONDITION.
+        (
+            regress("features", "unfixed", features(vec![good()])),
+            Code::FailedPrecondition,
+            "signature input age has shape Some([-1, -1]); a tf.Example feature needs [batch, fixed dims...]",
+        ),
+        (
+            regress("features", "half", features(vec![good()])),
+            Code::FailedPrecondition,
+            "signature input age is half: tf.Example features fill float, double, int64, int32, bool or string inputs",
+        ),
+        (
+            regress("features", "bad_default", features(vec![good()])),
+            Code::FailedPrecondition,
+            "the default of feature weights has 2 values of float; it needs 3 (or 1)",
+        ),
         // A classify signature has no `outputs`; half_plus_two's serving_default has `y`.
         (
             regress("half_plus_two", "classify_x_to_y", x_is_two()),
@@ -469,8 +498,20 @@ async fn rest_classify_and_regress() {
     assert_eq!((s, body.contains("Input is empty.")), (400, true), "{body}");
     let (s, _) = post(addr, "/v1/models/nope:regress", r#"{"examples": [{"x": 1.0}]}"#).await;
     assert_eq!(s, 404);
-    let (s, body) = post(addr, "/v1/models/half_plus_two:regress", r#"{"examples": [{"x": [[1.0]]}]}"#).await;
-    assert_eq!(s, 400, "{body}");
+    for (bad, want) in [
+        (r#"{"examples": [{"x": [[1.0]]}]}"#, "examples[0]: feature x: JSON Value: [1.0] is not a number, bool, string or {\"b64\": ...}"),
+        (r#"{"examples": [{"x": [1.0, "a"]}]}"#, "examples[0]: feature x: a feature's values must all be numbers or all be strings"),
+        (r#"{"examples": [3]}"#, "examples[0]: an example must be a JSON object of features"),
+        (r#"{"examples": {"x": 1.0}}"#, "'examples' must be an array of objects"),
+        (r#"{"context": 1, "examples": [{"x": 1.0}]}"#, "context: an example must be a JSON object of features"),
+        (r#"{"examples": [{"x": {"b64": "!!"}}]}"#, "examples[0]: feature x: Unable to base64 decode: "),
+        (r#"{"examples": [{"x": 1.0}"#, "JSON Parse error: "),
+    ] {
+        let (s, body) = post(addr, "/v1/models/half_plus_two:regress", bad).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(s, 400, "{bad}: {body}");
+        assert!(v["error"].as_str().unwrap().starts_with(want), "{bad}: {body}");
+    }
 }
 
 #[tokio::test]
