@@ -1,5 +1,7 @@
 //! The gRPC API end to end: a server on 127.0.0.1:0 in-process, driven by the generated client.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,17 +65,7 @@ async fn start_with(options: ServingOptions) -> TestServer {
     registry.set_labels("add", [("stable".to_string(), 1)].into_iter().collect());
     let core = Arc::new(ServingCore::new(registry, options));
     let services = GrpcServices::new(core, DEFAULT_MAX_MESSAGE_SIZE, None).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        services
-            .serve_tcp(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap()
-    });
+    let (addr, tx) = common::spawn_grpc(services).await;
     TestServer { addr, _stop: tx }
 }
 

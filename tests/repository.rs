@@ -1,6 +1,8 @@
 //! The model repository end to end: config files, version policies, labels, lifecycle,
 //! polling, reload (RPC and file), warmup and failed loads, on real directories.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -441,17 +443,7 @@ fn bad_configs_are_refused_with_their_messages() {
 async fn serve(manager: Arc<ModelManager>) -> (Channel, tokio::sync::oneshot::Sender<()>) {
     let core = Arc::new(ServingCore::new(manager.registry().clone(), ServingOptions::default()));
     let services = GrpcServices::new(core, DEFAULT_MAX_MESSAGE_SIZE, Some(manager)).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        services
-            .serve_tcp(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap()
-    });
+    let (addr, tx) = common::spawn_grpc(services).await;
     (Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap(), tx)
 }
 
