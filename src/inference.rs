@@ -350,7 +350,7 @@ pub fn run_log_blocking(servable: &Servable, log: &pb::PredictionLog, options: &
     let run = |task: TaskCall| -> Result<(), ServingError> {
         let TaskCall { call, method, batch } = task;
         let start = Instant::now();
-        let outputs = servable.model.run(call.signature_name, call.inputs, &call.outputs)?;
+        let outputs = crate::model::run_guarded(servable.model.as_ref(), call.signature_name, call.inputs, &call.outputs)?;
         servable.stats.record(start.elapsed());
         TaskCall::result_of(method, batch, &outputs).map(drop)
     };

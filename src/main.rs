@@ -137,6 +137,17 @@ fn run() -> Result<(), server::BoxError> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Panics inside a model are caught and answered as errors; log each as one line through tracing
+    // (with the backtrace only when RUST_BACKTRACE asks for it).
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.payload_as_str().unwrap_or("(no message)");
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::capture();
+        match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => tracing::error!(%location, "panic: {message}\n{backtrace}"),
+            _ => tracing::error!(%location, "panic: {}", message.lines().next().unwrap_or("")),
+        }
+    }));
     let flags = Flags::parse();
     // As in TF Serving's Docker image, the demo serves REST on 8501 beside gRPC on 8500.
     let bundled = flags.model_base_path.is_none() && flags.model_config_file.is_none();

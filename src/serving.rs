@@ -111,7 +111,7 @@ impl ServingCore {
         let stats = servable.stats.clone();
         let mut result = if stats.run_inline(self.options.inline_run_threshold) {
             let start = Instant::now();
-            let r = model.run(signature_name, inputs, &outputs);
+            let r = crate::model::run_guarded(model.as_ref(), signature_name, inputs, &outputs);
             stats.record(start.elapsed());
             r
         } else {
@@ -120,7 +120,7 @@ impl ServingCore {
             let outputs_for_run = outputs.clone();
             let (r, elapsed) = tokio::task::spawn_blocking(move || {
                 let start = Instant::now();
-                let r = model.run(&signature, inputs, &outputs_for_run);
+                let r = crate::model::run_guarded(model.as_ref(), &signature, inputs, &outputs_for_run);
                 (r, start.elapsed())
             })
             .await

@@ -52,6 +52,18 @@ impl Model for AddModel {
     }
 }
 
+/// A native model whose run always panics, as a buggy one might.
+struct PanicModel(BTreeMap<String, Signature>);
+
+impl Model for PanicModel {
+    fn signatures(&self) -> &BTreeMap<String, Signature> {
+        &self.0
+    }
+    fn run(&self, _: &str, _: TensorMap, _: &[String]) -> Result<TensorMap, ServingError> {
+        panic!("boom\nsecond line");
+    }
+}
+
 struct TestServer {
     addr: std::net::SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -63,6 +75,11 @@ async fn start_with(options: ServingOptions) -> TestServer {
     registry.insert("add", 1, Arc::new(AddModel::new()));
     registry.insert("add", 2, Arc::new(AddModel::new()));
     registry.set_labels("add", [("stable".to_string(), 1)].into_iter().collect());
+    let sig = Signature::predict(
+        [("a".to_string(), TensorSpec::new("a", DataType::Float, &[-1]))],
+        [("b".to_string(), TensorSpec::new("b", DataType::Float, &[-1]))],
+    );
+    registry.insert("panics", 1, Arc::new(PanicModel(BTreeMap::from([("serving_default".to_string(), sig)]))));
     let core = Arc::new(ServingCore::new(registry, options));
     let services = GrpcServices::new(core, DEFAULT_MAX_MESSAGE_SIZE, None).await.unwrap();
     let (addr, tx) = common::spawn_grpc(services).await;
@@ -286,10 +303,27 @@ async fn malformed_tensors_are_invalid_argument() {
     let status = predict_err(&server, request("digits_mlp", vec![("x", floats(&[1, 3], &[1.0, 2.0, 3.0]))])).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("cannot take input shapes x [1, 3]"), "{}", status.message());
+    // tract panics planning a rank-1 input into the MLP's matmul; that is still the request's fault.
+    let status = predict_err(&server, request("digits_mlp", vec![("x", floats(&[64], &[0.0; 64]))])).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("cannot take input shapes x [64]"), "{}", status.message());
     // Like TF Serving, an undeclared but workable shape is served: x of shape [3] for [-1,1].
     let resp = server.predict().await.predict(request("half_plus_two", vec![("x", floats(&[3], &[2.0, 3.0, 4.0]))])).await.unwrap();
     let y = &resp.get_ref().outputs["y"];
     assert_eq!((y.float_val.clone(), y.tensor_shape.clone()), (vec![3.0, 3.5, 4.0], shape(&[3])));
+}
+
+#[tokio::test]
+async fn a_panicking_model_is_internal_and_the_connection_keeps_serving() {
+    let server = start().await;
+    let mut client = server.predict().await;
+    // Enough runs that the fast-failing model is moved onto the inline path too.
+    for _ in 0..20 {
+        let status = client.predict(request("panics", vec![("a", floats(&[1], &[1.0]))])).await.unwrap_err();
+        assert_eq!((status.code(), status.message()), (Code::Internal, "model run panicked: boom"));
+    }
+    let resp = client.predict(request("half_plus_two", vec![("x", floats(&[1, 1], &[2.0]))])).await.unwrap();
+    assert_eq!(resp.get_ref().outputs["y"].float_val, vec![3.0]);
 }
 
 #[tokio::test]

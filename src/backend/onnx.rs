@@ -358,8 +358,19 @@ impl Head {
             results
         } else {
             // Like TF Serving, do not refuse undeclared shapes; plan for them (e.g. x of shape [3] for [-1,1]).
-            let plan = self.plan_for(&pairs)?;
-            plan.run(values).map_err(|e| ServingError::invalid_argument(format!("model run failed: {e}")))?
+            // tract panics on some shapes its ops cannot take (a rank-1 input to a matmul): that is the request's fault.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_, ServingError> {
+                let plan = self.plan_for(&pairs)?;
+                plan.run(values).map_err(|e| ServingError::invalid_argument(format!("model run failed: {e}")))
+            }))
+            .unwrap_or_else(|payload| {
+                let got: Vec<String> = pairs.iter().map(|(t, i)| format!("{} {:?}", i.alias, t.shape())).collect();
+                Err(ServingError::invalid_argument(format!(
+                    "the model cannot take input shapes {}: {}",
+                    got.join(", "),
+                    crate::model::panic_message(payload.as_ref())
+                )))
+            })?
         };
         // Each plan output becomes an Arc once; aliases sharing a tensor share it (from_tract borrows).
         let tensors: Vec<Arc<TractTensor>> = results.into_iter().map(|v| v.into_arc_tensor()).collect();

@@ -94,3 +94,20 @@ pub trait Model: Send + Sync + 'static {
         None
     }
 }
+
+/// Runs `model`, turning a panic inside it into INTERNAL: one bad run must not take down
+/// the worker thread or the HTTP/2 connection it shares with other requests.
+pub fn run_guarded(model: &dyn Model, signature: &str, inputs: TensorMap, outputs: &[String]) -> Result<TensorMap, ServingError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(signature, inputs, outputs)))
+        .unwrap_or_else(|payload| Err(ServingError::internal(format!("model run panicked: {}", panic_message(payload.as_ref())))))
+}
+
+/// The first line of a panic's message (the rest is often a backtrace).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    text.lines().next().unwrap_or("")
+}

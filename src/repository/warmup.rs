@@ -121,7 +121,7 @@ fn run_one(servable: &Servable, log: pb::PredictionLog, limits: &DecodeLimits) -
                 decode(t, limits).map_err(|e| ServingError::new(e.code, format!("tensor parsing error: {alias} ({})", e.detail)))
             })?;
             let start = Instant::now();
-            servable.model.run(call.signature_name, call.inputs, &call.outputs)?;
+            crate::model::run_guarded(servable.model.as_ref(), call.signature_name, call.inputs, &call.outputs)?;
             servable.stats.record(start.elapsed());
             Ok(())
         }

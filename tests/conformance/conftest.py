@@ -31,7 +31,9 @@ class Server:
         env = dict(os.environ, RUST_LOG="warn")
         cmd = [BIN, f"--port={self.port}", "--grpc_bind_address=127.0.0.1",
                f"--grpc_socket_path={self.socket_path}", f"--rest_api_port={self.rest_port}", *flags]
-        self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+        # A file, not a pipe: nobody drains a pipe, and a full one would block the server's logging.
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, env=env, stderr=self.log)
         self.wait_ready()
 
     def wait_ready(self, timeout=30.0):
@@ -40,7 +42,7 @@ class Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"tensorserve exited: {self.proc.stderr.read().decode()}")
+                raise RuntimeError(f"tensorserve exited: {self.stderr()}")
             try:
                 with grpc.insecure_channel(self.address) as ch:
                     req = predict_pb2.PredictRequest()
@@ -51,6 +53,11 @@ class Server:
                     return
             time.sleep(0.1)
         raise RuntimeError("tensorserve did not become ready in time")
+
+    def stderr(self):
+        """What the server has logged so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def stop(self):
         self.proc.terminate()
