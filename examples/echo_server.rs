@@ -16,7 +16,10 @@ struct Echo;
 
 #[tonic::async_trait]
 impl PredictionService for Echo {
-    async fn classify(&self, _: Request<pb::ClassificationRequest>) -> Result<Response<pb::ClassificationResponse>, Status> {
+    async fn classify(
+        &self,
+        _: Request<pb::ClassificationRequest>,
+    ) -> Result<Response<pb::ClassificationResponse>, Status> {
         Err(Status::unimplemented(""))
     }
     async fn regress(&self, _: Request<pb::RegressionRequest>) -> Result<Response<pb::RegressionResponse>, Status> {
@@ -25,13 +28,23 @@ impl PredictionService for Echo {
     async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
         let request = request.into_inner();
         // Echo each input back under the name "y" with the same shape, like a model would.
-        let outputs = request.inputs.into_iter().map(|(_, t)| ("y".to_string(), tf::TensorProto { version_number: 0, ..t })).collect();
+        let outputs = request
+            .inputs
+            .into_iter()
+            .map(|(_, t)| ("y".to_string(), tf::TensorProto { version_number: 0, ..t }))
+            .collect();
         Ok(Response::new(pb::PredictResponse { outputs, model_spec: request.model_spec }))
     }
-    async fn multi_inference(&self, _: Request<pb::MultiInferenceRequest>) -> Result<Response<pb::MultiInferenceResponse>, Status> {
+    async fn multi_inference(
+        &self,
+        _: Request<pb::MultiInferenceRequest>,
+    ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
         Err(Status::unimplemented(""))
     }
-    async fn get_model_metadata(&self, _: Request<pb::GetModelMetadataRequest>) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
+    async fn get_model_metadata(
+        &self,
+        _: Request<pb::GetModelMetadataRequest>,
+    ) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
         Err(Status::unimplemented(""))
     }
 }

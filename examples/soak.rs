@@ -108,7 +108,10 @@ fn request() -> pb::PredictRequest {
             tf::TensorProto {
                 dtype: tf::DataType::DtFloat as i32,
                 tensor_shape: Some(tf::TensorShapeProto {
-                    dim: [1, 64].iter().map(|&size| tf::tensor_shape_proto::Dim { size, name: String::new() }).collect(),
+                    dim: [1, 64]
+                        .iter()
+                        .map(|&size| tf::tensor_shape_proto::Dim { size, name: String::new() })
+                        .collect(),
                     unknown_rank: false,
                 }),
                 float_val: pixels,
@@ -139,7 +142,9 @@ async fn client_loop(channel: Channel, stop: Arc<AtomicBool>, tally: Arc<Tally>)
         match client.predict(request()).await {
             Ok(r) => {
                 tally.ok.fetch_add(1, Ordering::Relaxed);
-                if let Some(pb::model_spec::VersionChoice::Version(v)) = r.into_inner().model_spec.and_then(|s| s.version_choice) {
+                if let Some(pb::model_spec::VersionChoice::Version(v)) =
+                    r.into_inner().model_spec.and_then(|s| s.version_choice)
+                {
                     seen.insert(v);
                 }
             }
@@ -264,8 +269,17 @@ async fn main() {
     println!("clients:         {}", args.clients);
     println!("requests sent:   {}", ok + failed);
     println!("requests failed: {failed}");
-    println!("throughput:      {:.0} req/s over {:.1} s", (ok + failed) as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
-    println!("versions served: {} (from {} to {})", versions.len(), versions.first().unwrap_or(&0), versions.last().unwrap_or(&0));
+    println!(
+        "throughput:      {:.0} req/s over {:.1} s",
+        (ok + failed) as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "versions served: {} (from {} to {})",
+        versions.len(),
+        versions.first().unwrap_or(&0),
+        versions.last().unwrap_or(&0)
+    );
     println!(
         "server RSS:      {rss_before} KiB before the {} swaps, {rss_after} KiB after ({growth:+.1} %); {rss_start} KiB under load before {} warm-up swaps",
         args.swaps, args.warmup_swaps

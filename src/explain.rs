@@ -64,7 +64,9 @@ pub async fn explain(
     original: &TensorMap,
     options: ExplainOptions,
 ) -> Result<Vec<Vec<f64>>, ServingError> {
-    let unsupported = |why: &str| ServingError::invalid_argument(format!("the built-in explainer cannot explain this signature: {why}"));
+    let unsupported = |why: &str| {
+        ServingError::invalid_argument(format!("the built-in explainer cannot explain this signature: {why}"))
+    };
     if inputs.len() != 1 {
         return Err(unsupported("it needs exactly one input"));
     }
@@ -84,7 +86,9 @@ pub async fn explain(
     let mut shape = vec![rows];
     shape.extend_from_slice(feature_dims);
     let perturbed = match input.data() {
-        TensorData::Float(b) => Tensor::from_vec(shape, perturb(b.as_slice(), features, &groups, options.baseline as f32)),
+        TensorData::Float(b) => {
+            Tensor::from_vec(shape, perturb(b.as_slice(), features, &groups, options.baseline as f32))
+        }
         TensorData::Double(b) => Tensor::from_vec(shape, perturb(b.as_slice(), features, &groups, options.baseline)),
         _ => unreachable!("checked above"),
     }
@@ -110,7 +114,9 @@ pub async fn explain(
 
     let mut scores = vec![vec![0.0; g]; batch];
     for name in &outputs {
-        let (Some(before), Some(after)) = (original.get(name).and_then(float_values), changed.get(name).and_then(float_values)) else {
+        let (Some(before), Some(after)) =
+            (original.get(name).and_then(float_values), changed.get(name).and_then(float_values))
+        else {
             continue;
         };
         if before.len() % batch.max(1) != 0 || after.len() != before.len() / batch.max(1) * rows {

@@ -74,7 +74,11 @@ fn describe(signature: &Signature) -> String {
 ///
 /// With `--enable_signature_method_name_check` the method name must match; the output
 /// structure TF Serving needs (`classes`/`scores`, or exactly `outputs`) is always checked.
-pub fn check_signature(signature: &Signature, method: Method, check_method_name: bool) -> Result<Vec<String>, ServingError> {
+pub fn check_signature(
+    signature: &Signature,
+    method: Method,
+    check_method_name: bool,
+) -> Result<Vec<String>, ServingError> {
     if check_method_name && signature.method_name != method.method_name() {
         let what = match method {
             Method::Classify => "classification",
@@ -89,8 +93,11 @@ pub fn check_signature(signature: &Signature, method: Method, check_method_name:
     match method {
         Method::Classify => {
             let n = signature.outputs.len();
-            let wanted: Vec<String> =
-                [CLASSES, SCORES].into_iter().filter(|k| signature.outputs.contains_key(*k)).map(str::to_string).collect();
+            let wanted: Vec<String> = [CLASSES, SCORES]
+                .into_iter()
+                .filter(|k| signature.outputs.contains_key(*k))
+                .map(str::to_string)
+                .collect();
             if wanted.is_empty() {
                 return Err(ServingError::invalid_argument(format!(
                     "Expected classification signature outputs to contain at least one of \"classes\" or \"scores\". Signature was: {}",
@@ -194,7 +201,10 @@ pub fn regression_result(outputs: &TensorMap, batch: usize) -> Result<pb::Regres
         )));
     }
     let values = t.as_slice::<f32>().filter(|_| t.dtype() == DataType::Float).ok_or_else(|| {
-        ServingError::invalid_argument(format!("Expected output Tensor of DT_FLOAT.  Got: DT_{}", t.dtype().name().to_uppercase()))
+        ServingError::invalid_argument(format!(
+            "Expected output Tensor of DT_FLOAT.  Got: DT_{}",
+            t.dtype().name().to_uppercase()
+        ))
     })?;
     Ok(pb::RegressionResult { regressions: values.iter().map(|v| pb::Regression { value: *v }).collect() })
 }
@@ -218,11 +228,9 @@ pub fn prepare_task<'a>(
     options: &ServingOptions,
 ) -> Result<TaskCall<'a>, ServingError> {
     let signature_name = if signature_name.is_empty() { DEFAULT_SIGNATURE } else { signature_name };
-    let signature = servable
-        .model
-        .signatures()
-        .get(signature_name)
-        .ok_or_else(|| ServingError::invalid_argument(format!("No signature was found with the name: {signature_name}")))?;
+    let signature = servable.model.signatures().get(signature_name).ok_or_else(|| {
+        ServingError::invalid_argument(format!("No signature was found with the name: {signature_name}"))
+    })?;
     let outputs = check_signature(signature, method, options.signature_method_name_check)?;
     let inputs = examples.to_inputs(signature, options.decode_limits.max_tensor_bytes)?;
     Ok(TaskCall {
@@ -252,7 +260,8 @@ pub fn prepare_multi<'a>(
                 "All ModelSpecs in a MultiInferenceRequest must access the same model name.",
             ));
         }
-        let signature_name = spec.map(|s| s.signature_name.as_str()).filter(|s| !s.is_empty()).unwrap_or(DEFAULT_SIGNATURE);
+        let signature_name =
+            spec.map(|s| s.signature_name.as_str()).filter(|s| !s.is_empty()).unwrap_or(DEFAULT_SIGNATURE);
         if !seen.insert(signature_name) {
             return Err(ServingError::invalid_argument(format!("Duplicate evaluation of signature: {signature_name}")));
         }
@@ -310,7 +319,10 @@ impl ServingCore {
     }
 
     /// Runs a MultiInference request: one model run per task, all on the first task's version.
-    pub async fn multi_inference(&self, request: &pb::MultiInferenceRequest) -> Result<pb::MultiInferenceResponse, ServingError> {
+    pub async fn multi_inference(
+        &self,
+        request: &pb::MultiInferenceRequest,
+    ) -> Result<pb::MultiInferenceResponse, ServingError> {
         let first = request.tasks.first().and_then(|t| t.model_spec.clone()).unwrap_or_default();
         let servable = self.resolve(&first.name, &crate::api::grpc::version_choice(&first))?;
         let tasks = prepare_multi(&servable, request, self.options())?;
@@ -345,12 +357,17 @@ fn multi_result(result: TaskResult, model_spec: pb::ModelSpec) -> pb::InferenceR
 }
 
 /// Runs a classify, regress or multi-inference log record on the calling thread (warmup).
-pub fn run_log_blocking(servable: &Servable, log: &pb::PredictionLog, options: &ServingOptions) -> Result<(), ServingError> {
+pub fn run_log_blocking(
+    servable: &Servable,
+    log: &pb::PredictionLog,
+    options: &ServingOptions,
+) -> Result<(), ServingError> {
     use pb::prediction_log::LogType;
     let run = |task: TaskCall| -> Result<(), ServingError> {
         let TaskCall { call, method, batch } = task;
         let start = Instant::now();
-        let outputs = crate::model::run_guarded(servable.model.as_ref(), call.signature_name, call.inputs, &call.outputs)?;
+        let outputs =
+            crate::model::run_guarded(servable.model.as_ref(), call.signature_name, call.inputs, &call.outputs)?;
         servable.stats.record(start.elapsed());
         TaskCall::result_of(method, batch, &outputs).map(drop)
     };
@@ -374,6 +391,8 @@ pub fn run_log_blocking(servable: &Servable, log: &pb::PredictionLog, options: &
             }
             Ok(())
         }
-        _ => Err(ServingError::unimplemented("only predict, classify, regress and multi_inference warmup records are supported")),
+        _ => Err(ServingError::unimplemented(
+            "only predict, classify, regress and multi_inference warmup records are supported",
+        )),
     }
 }

@@ -131,9 +131,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<(), server::BoxError> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -167,7 +165,10 @@ fn run() -> Result<(), server::BoxError> {
         (config::single_model(&flags.model_name, base).map_err(|e| e.message)?, None)
     } else {
         tensorserve::examples::register_bundled(&registry)?;
-        tracing::info!("no --model_base_path or --model_config_file: serving the bundled examples {:?}", registry.model_names());
+        tracing::info!(
+            "no --model_base_path or --model_config_file: serving the bundled examples {:?}",
+            registry.model_names()
+        );
         (Vec::new(), None)
     };
     let manager_options = ManagerOptions {

@@ -15,12 +15,8 @@ use crate::model::ModelRegistry;
 use crate::serving::{ServingCore, ServingOptions};
 
 /// Health names TF Serving registers (short) plus the full service names.
-pub const HEALTH_SERVICE_NAMES: [&str; 4] = [
-    "tensorflow.serving.PredictionService",
-    "tensorflow.serving.ModelService",
-    "PredictionService",
-    "ModelService",
-];
+pub const HEALTH_SERVICE_NAMES: [&str; 4] =
+    ["tensorflow.serving.PredictionService", "tensorflow.serving.ModelService", "PredictionService", "ModelService"];
 
 /// TF Serving's message limit in both directions: INT32_MAX.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
@@ -183,7 +179,8 @@ pub fn serve_per_core(
 ) -> Result<(), BoxError> {
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let core = Arc::new(ServingCore::new(registry, config.serving.clone()));
-    let services = control.block_on(GrpcServices::new(core.clone(), config.max_message_size, config.manager.clone()))?;
+    let services =
+        control.block_on(GrpcServices::new(core.clone(), config.max_message_size, config.manager.clone()))?;
     let rest_listener = match config.rest_addr {
         Some(addr) => {
             let l = control
@@ -202,7 +199,9 @@ pub fn serve_per_core(
     // Bind every listener before serving, so a port clash fails start-up.
     let mut listeners = Vec::new();
     if let Some(addr) = config.grpc_addr {
-        let first = control.block_on(async { bind_reuseport(addr) }).map_err(|e| format!("cannot bind gRPC port {addr}: {e}"))?;
+        let first = control
+            .block_on(async { bind_reuseport(addr) })
+            .map_err(|e| format!("cannot bind gRPC port {addr}: {e}"))?;
         let bound = first.local_addr()?;
         listeners.push(Some(first.into_std()?));
         for _ in 1..threads {
@@ -218,43 +217,47 @@ pub fn serve_per_core(
         let rx = stop_rx.clone();
         let socket_path = if i == 0 { config.grpc_socket_path.clone() } else { None };
         let rest = if i == 0 { rest_listener.take() } else { None };
-        handles.push(std::thread::Builder::new().name(format!("grpc-{i}")).spawn(move || -> Result<(), BoxError> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async move {
-                let stop = || {
-                    let mut rx = rx.clone();
-                    async move {
-                        let _ = rx.wait_for(|v| *v).await;
-                    }
-                };
-                let tcp = async {
-                    match listener {
-                        Some(l) => services.serve_tcp(TcpListener::from_std(l)?, stop()).await,
-                        None => Ok(()),
-                    }
-                };
-                let uds = async {
-                    match &socket_path {
-                        Some(path) => {
-                            tracing::info!("gRPC on unix socket {}", path.display());
-                            services.serve_unix(path, stop()).await
+        handles.push(std::thread::Builder::new().name(format!("grpc-{i}")).spawn(
+            move || -> Result<(), BoxError> {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async move {
+                    let stop = || {
+                        let mut rx = rx.clone();
+                        async move {
+                            let _ = rx.wait_for(|v| *v).await;
                         }
-                        None => Ok(()),
-                    }
-                };
-                let http = async {
-                    match rest {
-                        Some((l, app)) => {
-                            axum::serve(nodelay_listener(TcpListener::from_std(l)?), app).with_graceful_shutdown(stop()).await?;
-                            Ok(())
+                    };
+                    let tcp = async {
+                        match listener {
+                            Some(l) => services.serve_tcp(TcpListener::from_std(l)?, stop()).await,
+                            None => Ok(()),
                         }
-                        None => Ok::<(), BoxError>(()),
-                    }
-                };
-                let (a, b, c) = tokio::join!(tcp, uds, http);
-                a.and(b).and(c)
-            })
-        })?);
+                    };
+                    let uds = async {
+                        match &socket_path {
+                            Some(path) => {
+                                tracing::info!("gRPC on unix socket {}", path.display());
+                                services.serve_unix(path, stop()).await
+                            }
+                            None => Ok(()),
+                        }
+                    };
+                    let http = async {
+                        match rest {
+                            Some((l, app)) => {
+                                axum::serve(nodelay_listener(TcpListener::from_std(l)?), app)
+                                    .with_graceful_shutdown(stop())
+                                    .await?;
+                                Ok(())
+                            }
+                            None => Ok::<(), BoxError>(()),
+                        }
+                    };
+                    let (a, b, c) = tokio::join!(tcp, uds, http);
+                    a.and(b).and(c)
+                })
+            },
+        )?);
     }
     control.block_on(async {
         shutdown.await;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::ServingError;
 use crate::model::{
-    ModelRegistry, Servable, Signature, TensorMap, VersionChoice, CLASSIFY_METHOD_NAME, DEFAULT_SIGNATURE, PREDICT_METHOD_NAME,
-    REGRESS_METHOD_NAME,
+    ModelRegistry, Servable, Signature, TensorMap, VersionChoice, CLASSIFY_METHOD_NAME, DEFAULT_SIGNATURE,
+    PREDICT_METHOD_NAME, REGRESS_METHOD_NAME,
 };
 use crate::tensor::proto::DecodeLimits;
 use crate::tensor::Tensor;
@@ -96,7 +96,9 @@ impl ServingCore {
     ) -> Result<PredictCall<'a>, ServingError> {
         let call = prepare_predict(servable, signature_name, request_inputs, output_filter, decode)?;
         let method = call.signature.method_name.as_str();
-        if self.options.signature_method_name_check && ![PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME].contains(&method) {
+        if self.options.signature_method_name_check
+            && ![PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME].contains(&method)
+        {
             return Err(ServingError::internal(format!(
                 "Expected prediction signature method_name to be one of {{{PREDICT_METHOD_NAME}, {CLASSIFY_METHOD_NAME}, {REGRESS_METHOD_NAME}}}. Was: {method}"
             )));
@@ -130,9 +132,9 @@ impl ServingCore {
         }?;
         let mut out = TensorMap::new();
         for alias in outputs {
-            let tensor = result.remove(&alias).ok_or_else(|| {
-                ServingError::internal(format!("model did not produce output {alias}"))
-            })?;
+            let tensor = result
+                .remove(&alias)
+                .ok_or_else(|| ServingError::internal(format!("model did not produce output {alias}")))?;
             out.insert(alias, tensor);
         }
         Ok(out)
@@ -176,7 +178,7 @@ pub fn prepare_predict<'a, R>(
                         spec.name,
                         join(names.into_iter()),
                         join(signature.defaults.keys()),
-                    )))
+                    )));
                 }
             },
         };

@@ -114,7 +114,9 @@ fn ints(v: &[i64]) -> tf::Feature {
 
 fn strings(v: &[&str]) -> tf::Feature {
     tf::Feature {
-        kind: Some(tf::feature::Kind::BytesList(tf::BytesList { value: v.iter().map(|s| bytes::Bytes::from(s.to_string())).collect() })),
+        kind: Some(tf::feature::Kind::BytesList(tf::BytesList {
+            value: v.iter().map(|s| bytes::Bytes::from(s.to_string())).collect(),
+        })),
     }
 }
 
@@ -154,10 +156,15 @@ async fn tf_serving_classify_regress_and_multi_inference_cases() {
     assert_eq!(classes.len(), 1);
     assert_eq!(classes[0].classes, vec![pb::Class { label: String::new(), score: 3.0 }]);
     let ms = r.model_spec.as_ref().unwrap();
-    assert_eq!((ms.name.as_str(), ms.signature_name.as_str(), version(&r.model_spec)), ("half_plus_two", "classify_x_to_y", Some(123)));
+    assert_eq!(
+        (ms.name.as_str(), ms.signature_name.as_str(), version(&r.model_spec)),
+        ("half_plus_two", "classify_x_to_y", Some(123))
+    );
 
     // testRegress, and the other heads of the test model.
-    for (signature, feature, want) in [("regress_x_to_y", "x", 3.0), ("regress_x_to_y2", "x", 4.0), ("regress_x2_to_y3", "x2", 4.0)] {
+    for (signature, feature, want) in
+        [("regress_x_to_y", "x", 3.0), ("regress_x_to_y2", "x", 4.0), ("regress_x2_to_y3", "x2", 4.0)]
+    {
         let r = c
             .regress(pb::RegressionRequest {
                 model_spec: spec("half_plus_two", signature),
@@ -171,10 +178,16 @@ async fn tf_serving_classify_regress_and_multi_inference_cases() {
     }
 
     // testMultiInference: regress and classify over one input -> 3.0 and 3.0, a model_spec per result.
-    let task = |sig: &str, method: &str| pb::InferenceTask { model_spec: spec("half_plus_two", sig), method_name: method.into() };
+    let task = |sig: &str, method: &str| pb::InferenceTask {
+        model_spec: spec("half_plus_two", sig),
+        method_name: method.into(),
+    };
     let r = c
         .multi_inference(pb::MultiInferenceRequest {
-            tasks: vec![task("regress_x_to_y", "tensorflow/serving/regress"), task("classify_x_to_y", "tensorflow/serving/classify")],
+            tasks: vec![
+                task("regress_x_to_y", "tensorflow/serving/regress"),
+                task("classify_x_to_y", "tensorflow/serving/classify"),
+            ],
             input: x_is_two(),
         })
         .await
@@ -192,7 +205,10 @@ async fn tf_serving_classify_regress_and_multi_inference_cases() {
     }
     for (res, sig) in r.results.iter().zip(["regress_x_to_y", "classify_x_to_y"]) {
         let ms = res.model_spec.as_ref().unwrap();
-        assert_eq!((ms.name.as_str(), ms.signature_name.as_str(), version(&res.model_spec)), ("half_plus_two", sig, Some(123)));
+        assert_eq!(
+            (ms.name.as_str(), ms.signature_name.as_str(), version(&res.model_spec)),
+            ("half_plus_two", sig, Some(123))
+        );
     }
 }
 
@@ -202,7 +218,10 @@ async fn batches_and_context() {
     let mut c = client(addr).await;
     // Three examples in one run.
     let xs = input((0..3).map(|i| example(&[("x", floats(&[i as f32]))])).collect());
-    let r = c.regress(pb::RegressionRequest { model_spec: spec("half_plus_two", "regress_x_to_y"), input: xs }).await.unwrap();
+    let r = c
+        .regress(pb::RegressionRequest { model_spec: spec("half_plus_two", "regress_x_to_y"), input: xs })
+        .await
+        .unwrap();
     let values: Vec<f32> = r.into_inner().result.unwrap().regressions.iter().map(|r| r.value).collect();
     assert_eq!(values, vec![2.0, 2.5, 3.0]);
 
@@ -213,7 +232,10 @@ async fn batches_and_context() {
             context: Some(example(&[("x", floats(&[2.0]))])),
         })),
     });
-    let r = c.regress(pb::RegressionRequest { model_spec: spec("half_plus_two", "regress_x_to_y"), input: with_context }).await.unwrap();
+    let r = c
+        .regress(pb::RegressionRequest { model_spec: spec("half_plus_two", "regress_x_to_y"), input: with_context })
+        .await
+        .unwrap();
     let values: Vec<f32> = r.into_inner().result.unwrap().regressions.iter().map(|r| r.value).collect();
     assert_eq!(values, vec![3.0, 4.0]);
 
@@ -223,7 +245,12 @@ async fn batches_and_context() {
             model_spec: spec("features", ""),
             input: input(vec![
                 example(&[("age", ints(&[30])), ("tags", strings(&["ab", "cde"]))]),
-                example(&[("age", ints(&[1])), ("tags", strings(&["", "z"])), ("weights", floats(&[0.5, 0.5, 1.0])), ("flag", ints(&[1]))]),
+                example(&[
+                    ("age", ints(&[1])),
+                    ("tags", strings(&["", "z"])),
+                    ("weights", floats(&[0.5, 0.5, 1.0])),
+                    ("flag", ints(&[1])),
+                ]),
             ]),
         })
         .await
@@ -269,9 +296,16 @@ async fn iris_classify_returns_named_classes() {
 /// Every tf.Example and signature error, with its gRPC code and TF Serving's message.
 #[tokio::test]
 async fn example_and_signature_errors() {
-    let (addr, _) = start_with(ServingOptions { decode_limits: tensorserve::tensor::proto::DecodeLimits { max_tensor_bytes: 1 << 20 }, ..Default::default() }).await;
+    let (addr, _) = start_with(ServingOptions {
+        decode_limits: tensorserve::tensor::proto::DecodeLimits { max_tensor_bytes: 1 << 20 },
+        ..Default::default()
+    })
+    .await;
     let mut c = client(addr).await;
-    let regress = |model: &str, sig: &str, input: Option<pb::Input>| pb::RegressionRequest { model_spec: spec(model, sig), input };
+    let regress = |model: &str, sig: &str, input: Option<pb::Input>| pb::RegressionRequest {
+        model_spec: spec(model, sig),
+        input,
+    };
     let features = |e: Vec<tf::Example>| input(e);
     let good = || example(&[("age", ints(&[1])), ("tags", strings(&["a", "b"]))]);
     let cases: Vec<(pb::RegressionRequest, Code, &str)> = vec![
@@ -371,7 +405,10 @@ async fn example_and_signature_errors() {
 async fn multi_inference_errors() {
     let (addr, _) = start_with(ServingOptions::default()).await;
     let mut c = client(addr).await;
-    let task = |model: &str, sig: &str, method: &str| pb::InferenceTask { model_spec: spec(model, sig), method_name: method.into() };
+    let task = |model: &str, sig: &str, method: &str| pb::InferenceTask {
+        model_spec: spec(model, sig),
+        method_name: method.into(),
+    };
     let (classify, regress) = ("tensorflow/serving/classify", "tensorflow/serving/regress");
     let cases = vec![
         (
@@ -389,7 +426,11 @@ async fn multi_inference_errors() {
             Code::InvalidArgument,
             "Duplicate evaluation of signature: regress_x_to_y",
         ),
-        (vec![task("half_plus_two", "nope", regress)], Code::InvalidArgument, "Requested signature not found in model graph: nope"),
+        (
+            vec![task("half_plus_two", "nope", regress)],
+            Code::InvalidArgument,
+            "Requested signature not found in model graph: nope",
+        ),
         (
             vec![task("half_plus_two", "serving_default", "tensorflow/serving/predict")],
             Code::Unimplemented,
@@ -398,11 +439,15 @@ async fn multi_inference_errors() {
         (vec![], Code::InvalidArgument, "ModelSpec has no name specified."),
     ];
     for (tasks, code, message) in cases {
-        let status = c.multi_inference(pb::MultiInferenceRequest { tasks: tasks.clone(), input: x_is_two() }).await.unwrap_err();
+        let status =
+            c.multi_inference(pb::MultiInferenceRequest { tasks: tasks.clone(), input: x_is_two() }).await.unwrap_err();
         assert_eq!((status.code(), status.message()), (code, message), "{tasks:?}");
     }
     let status = c
-        .multi_inference(pb::MultiInferenceRequest { tasks: vec![task("half_plus_two", "regress_x_to_y", regress)], input: None })
+        .multi_inference(pb::MultiInferenceRequest {
+            tasks: vec![task("half_plus_two", "regress_x_to_y", regress)],
+            input: None,
+        })
         .await
         .unwrap_err();
     assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "Input is empty."));
@@ -456,7 +501,8 @@ async fn method_name_check_flag() {
 /// One HTTP/1.1 request per connection; returns status and body.
 async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let req =
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     stream.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.unwrap();
@@ -470,18 +516,30 @@ async fn rest_classify_and_regress() {
     let (_, addr) = start_with(ServingOptions::default()).await;
     // TF Serving's testClassifyREST / testRegressREST golden answers.
     let body = r#"{"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}"#;
-    assert_eq!(post(addr, "/v1/models/half_plus_two:classify", body).await, (200, r#"{"results": [[["", 3.0]]]}"#.to_string()));
+    assert_eq!(
+        post(addr, "/v1/models/half_plus_two:classify", body).await,
+        (200, r#"{"results": [[["", 3.0]]]}"#.to_string())
+    );
     let body = r#"{"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]}"#;
     assert_eq!(post(addr, "/v1/models/half_plus_two:regress", body).await, (200, r#"{"results": [3.0]}"#.to_string()));
     // Context, lists, version paths.
     let body = r#"{"signature_name": "regress_x_to_y", "context": {"x": 2.0}, "examples": [{}, {"x": [4.0]}]}"#;
-    assert_eq!(post(addr, "/v1/models/half_plus_two/versions/123:regress", body).await, (200, r#"{"results": [3.0, 4.0]}"#.to_string()));
+    assert_eq!(
+        post(addr, "/v1/models/half_plus_two/versions/123:regress", body).await,
+        (200, r#"{"results": [3.0, 4.0]}"#.to_string())
+    );
     // JSON typing: `2` is an int64 feature, so a float feature refuses it, as in TF Serving.
-    let (s, body) = post(addr, "/v1/models/half_plus_two:regress", r#"{"signature_name": "regress_x_to_y", "examples": [{"x": 2}]}"#).await;
+    let (s, body) = post(
+        addr,
+        "/v1/models/half_plus_two:regress",
+        r#"{"signature_name": "regress_x_to_y", "examples": [{"x": 2}]}"#,
+    )
+    .await;
     assert_eq!(s, 400);
     assert!(body.contains("Data types don't match. Data type: int64 but expected type: float"), "{body}");
     // ints, bools, strings and b64 in one request.
-    let body = r#"{"examples": [{"age": 30, "tags": ["ab", {"b64": "Y2Rl"}], "flag": true, "weights": [1.0, 1, 0.5]}]}"#;
+    let body =
+        r#"{"examples": [{"age": 30, "tags": ["ab", {"b64": "Y2Rl"}], "flag": true, "weights": [1.0, 1, 0.5]}]}"#;
     assert_eq!(post(addr, "/v1/models/features:regress", body).await, (200, r#"{"results": [137.5]}"#.to_string()));
     // Named classes.
     let body = r#"{"examples": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}"#;
@@ -494,13 +552,20 @@ async fn rest_classify_and_regress() {
     let (s, body) = post(addr, "/v1/models/half_plus_two:classify", r#"{"signature_name": "classify_x_to_y"}"#).await;
     assert_eq!(s, 400);
     assert!(body.contains("When method is classify, key 'examples' is expected and was not found"), "{body}");
-    let (s, body) = post(addr, "/v1/models/half_plus_two:regress", r#"{"signature_name": "regress_x_to_y", "examples": []}"#).await;
+    let (s, body) =
+        post(addr, "/v1/models/half_plus_two:regress", r#"{"signature_name": "regress_x_to_y", "examples": []}"#).await;
     assert_eq!((s, body.contains("Input is empty.")), (400, true), "{body}");
     let (s, _) = post(addr, "/v1/models/nope:regress", r#"{"examples": [{"x": 1.0}]}"#).await;
     assert_eq!(s, 404);
     for (bad, want) in [
-        (r#"{"examples": [{"x": [[1.0]]}]}"#, "examples[0]: feature x: JSON Value: [1.0] is not a number, bool, string or {\"b64\": ...}"),
-        (r#"{"examples": [{"x": [1.0, "a"]}]}"#, "examples[0]: feature x: a feature's values must all be numbers or all be strings"),
+        (
+            r#"{"examples": [{"x": [[1.0]]}]}"#,
+            "examples[0]: feature x: JSON Value: [1.0] is not a number, bool, string or {\"b64\": ...}",
+        ),
+        (
+            r#"{"examples": [{"x": [1.0, "a"]}]}"#,
+            "examples[0]: feature x: a feature's values must all be numbers or all be strings",
+        ),
         (r#"{"examples": [3]}"#, "examples[0]: an example must be a JSON object of features"),
         (r#"{"examples": {"x": 1.0}}"#, "'examples' must be an array of objects"),
         (r#"{"context": 1, "examples": [{"x": 1.0}]}"#, "context: an example must be a JSON object of features"),
@@ -519,20 +584,39 @@ async fn metadata_shows_every_signature() {
     let (addr, rest) = start_with(ServingOptions::default()).await;
     let mut c = client(addr).await;
     let r = c
-        .get_model_metadata(pb::GetModelMetadataRequest { model_spec: spec("half_plus_two", ""), metadata_field: vec!["signature_def".into()] })
+        .get_model_metadata(pb::GetModelMetadataRequest {
+            model_spec: spec("half_plus_two", ""),
+            metadata_field: vec!["signature_def".into()],
+        })
         .await
         .unwrap()
         .into_inner();
     let map = <pb::SignatureDefMap as prost::Message>::decode(r.metadata["signature_def"].value.as_slice()).unwrap();
     let names: Vec<&str> = map.signature_def.keys().map(String::as_str).collect();
-    assert_eq!(names, vec!["classify_x2_to_y3", "classify_x_to_y", "regress_x2_to_y3", "regress_x_to_y", "regress_x_to_y2", "serving_default"]);
+    assert_eq!(
+        names,
+        vec![
+            "classify_x2_to_y3",
+            "classify_x_to_y",
+            "regress_x2_to_y3",
+            "regress_x_to_y",
+            "regress_x_to_y2",
+            "serving_default"
+        ]
+    );
     let classify = &map.signature_def["classify_x_to_y"];
     assert_eq!(classify.method_name, "tensorflow/serving/classify");
     let x = &classify.inputs["x"];
-    assert_eq!((x.dtype, x.encoding.clone()), (DataType::Float.to_proto(), Some(tf::tensor_info::Encoding::Name("x".into()))));
+    assert_eq!(
+        (x.dtype, x.encoding.clone()),
+        (DataType::Float.to_proto(), Some(tf::tensor_info::Encoding::Name("x".into())))
+    );
     let dims: Vec<i64> = x.tensor_shape.as_ref().unwrap().dim.iter().map(|d| d.size).collect();
     assert_eq!(dims, vec![-1, 1], "shape completed from the graph");
-    assert_eq!(map.signature_def["regress_x2_to_y3"].outputs["outputs"].encoding, Some(tf::tensor_info::Encoding::Name("y3".into())));
+    assert_eq!(
+        map.signature_def["regress_x2_to_y3"].outputs["outputs"].encoding,
+        Some(tf::tensor_info::Encoding::Name("y3".into()))
+    );
 
     let mut stream = tokio::net::TcpStream::connect(rest).await.unwrap();
     stream.write_all(b"GET /v1/models/iris/metadata HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();

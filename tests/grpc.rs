@@ -132,7 +132,13 @@ async fn predict_err(server: &TestServer, req: pb::PredictRequest) -> tonic::Sta
 #[tokio::test]
 async fn half_plus_two_typed_values() {
     let server = start().await;
-    let resp = server.predict().await.predict(request("half_plus_two", vec![("x", floats(&[1, 1], &[2.0]))])).await.unwrap().into_inner();
+    let resp = server
+        .predict()
+        .await
+        .predict(request("half_plus_two", vec![("x", floats(&[1, 1], &[2.0]))]))
+        .await
+        .unwrap()
+        .into_inner();
     let y = &resp.outputs["y"];
     assert_eq!(y.dtype, 1);
     assert_eq!(y.float_val, vec![3.0]);
@@ -159,7 +165,8 @@ async fn tensor_content_input_and_output() {
     let resp = server.predict().await.predict(req).await.unwrap().into_inner();
     let y = &resp.outputs["y"];
     assert!(y.float_val.is_empty());
-    let values: Vec<f32> = y.tensor_content.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let values: Vec<f32> =
+        y.tensor_content.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(values, vec![3.0, 3.5, 4.0]);
 }
 
@@ -195,7 +202,8 @@ async fn native_model_with_defaults_and_labels() {
     assert_eq!(resp.outputs["sum"].float_val, vec![11.0, 12.0]);
     assert_eq!(resp.model_spec.unwrap().version_choice, Some(pb::model_spec::VersionChoice::Version(2)));
     let mut req = request("add", vec![("a", floats(&[1], &[1.0])), ("b", floats(&[1], &[1.0]))]);
-    req.model_spec.as_mut().unwrap().version_choice = Some(pb::model_spec::VersionChoice::VersionLabel("stable".into()));
+    req.model_spec.as_mut().unwrap().version_choice =
+        Some(pb::model_spec::VersionChoice::VersionLabel("stable".into()));
     let resp = client.predict(req).await.unwrap().into_inner();
     assert_eq!(resp.outputs["sum"].float_val, vec![2.0]);
     assert_eq!(resp.model_spec.unwrap().version_choice, Some(pb::model_spec::VersionChoice::Version(1)));
@@ -291,7 +299,12 @@ async fn malformed_tensors_are_invalid_argument() {
     let server = start().await;
     let bad = [
         tf::TensorProto { dtype: 1, tensor_shape: shape(&[-1, 1]), ..Default::default() },
-        tf::TensorProto { dtype: 1, tensor_shape: shape(&[2, 1]), tensor_content: Bytes::from_static(&[0; 7]), ..Default::default() },
+        tf::TensorProto {
+            dtype: 1,
+            tensor_shape: shape(&[2, 1]),
+            tensor_content: Bytes::from_static(&[0; 7]),
+            ..Default::default()
+        },
         tf::TensorProto { dtype: 8, tensor_shape: shape(&[1, 1]), ..Default::default() },
     ];
     for t in bad {
@@ -308,7 +321,12 @@ async fn malformed_tensors_are_invalid_argument() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("cannot take input shapes x [64]"), "{}", status.message());
     // Like TF Serving, an undeclared but workable shape is served: x of shape [3] for [-1,1].
-    let resp = server.predict().await.predict(request("half_plus_two", vec![("x", floats(&[3], &[2.0, 3.0, 4.0]))])).await.unwrap();
+    let resp = server
+        .predict()
+        .await
+        .predict(request("half_plus_two", vec![("x", floats(&[3], &[2.0, 3.0, 4.0]))]))
+        .await
+        .unwrap();
     let y = &resp.get_ref().outputs["y"];
     assert_eq!((y.float_val.clone(), y.tensor_shape.clone()), (vec![3.0, 3.5, 4.0], shape(&[3])));
 }
@@ -356,7 +374,10 @@ async fn model_metadata() {
     let server = start().await;
     let mut client = server.predict().await;
     let resp = client
-        .get_model_metadata(pb::GetModelMetadataRequest { model_spec: spec("half_plus_two"), metadata_field: vec!["signature_def".into()] })
+        .get_model_metadata(pb::GetModelMetadataRequest {
+            model_spec: spec("half_plus_two"),
+            metadata_field: vec!["signature_def".into()],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -375,10 +396,26 @@ async fn model_metadata() {
     assert_eq!(sig.outputs["y"].dtype, 1);
 
     let cases = [
-        (pb::GetModelMetadataRequest { model_spec: None, metadata_field: vec!["signature_def".into()] }, Code::InvalidArgument, "Missing ModelSpec"),
-        (pb::GetModelMetadataRequest { model_spec: spec("half_plus_two"), metadata_field: vec![] }, Code::InvalidArgument, "GetModelMetadataRequest must specify at least one metadata_field"),
-        (pb::GetModelMetadataRequest { model_spec: spec("half_plus_two"), metadata_field: vec!["foo".into()] }, Code::InvalidArgument, "Metadata field foo is not supported"),
-        (pb::GetModelMetadataRequest { model_spec: spec("nope"), metadata_field: vec!["signature_def".into()] }, Code::NotFound, "Servable not found for request: Latest(nope)"),
+        (
+            pb::GetModelMetadataRequest { model_spec: None, metadata_field: vec!["signature_def".into()] },
+            Code::InvalidArgument,
+            "Missing ModelSpec",
+        ),
+        (
+            pb::GetModelMetadataRequest { model_spec: spec("half_plus_two"), metadata_field: vec![] },
+            Code::InvalidArgument,
+            "GetModelMetadataRequest must specify at least one metadata_field",
+        ),
+        (
+            pb::GetModelMetadataRequest { model_spec: spec("half_plus_two"), metadata_field: vec!["foo".into()] },
+            Code::InvalidArgument,
+            "Metadata field foo is not supported",
+        ),
+        (
+            pb::GetModelMetadataRequest { model_spec: spec("nope"), metadata_field: vec!["signature_def".into()] },
+            Code::NotFound,
+            "Servable not found for request: Latest(nope)",
+        ),
     ];
     for (req, code, message) in cases {
         let status = client.get_model_metadata(req).await.unwrap_err();
@@ -390,7 +427,8 @@ async fn model_metadata() {
 async fn model_status() {
     let server = start().await;
     let mut client = server.status().await;
-    let resp = client.get_model_status(pb::GetModelStatusRequest { model_spec: spec("add") }).await.unwrap().into_inner();
+    let resp =
+        client.get_model_status(pb::GetModelStatusRequest { model_spec: spec("add") }).await.unwrap().into_inner();
     let versions: Vec<i64> = resp.model_version_status.iter().map(|s| s.version).collect();
     assert_eq!(versions, vec![2, 1]);
     for s in &resp.model_version_status {
@@ -428,7 +466,13 @@ async fn health_for_full_and_short_names() {
     use tonic_health::pb::HealthCheckRequest;
     let server = start().await;
     let mut client = HealthClient::new(server.channel().await);
-    for name in ["", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService", "PredictionService", "ModelService"] {
+    for name in [
+        "",
+        "tensorflow.serving.PredictionService",
+        "tensorflow.serving.ModelService",
+        "PredictionService",
+        "ModelService",
+    ] {
         let resp = client.check(HealthCheckRequest { service: name.into() }).await.unwrap().into_inner();
         assert_eq!(resp.status, 1, "{name} is SERVING");
     }
@@ -444,7 +488,10 @@ async fn reflection_lists_the_services() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     let server = start().await;
     let mut client = ServerReflectionClient::new(server.channel().await);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut stream = client.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
     let resp = stream.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("unexpected answer") };
@@ -463,7 +510,8 @@ async fn many_concurrent_requests() {
         let mut c = client.clone();
         tasks.push(tokio::spawn(async move {
             let x = i as f32;
-            let resp = c.predict(request("half_plus_two", vec![("x", floats(&[1, 1], &[x]))])).await.unwrap().into_inner();
+            let resp =
+                c.predict(request("half_plus_two", vec![("x", floats(&[1, 1], &[x]))])).await.unwrap().into_inner();
             assert_eq!(resp.outputs["y"].float_val, vec![0.5 * x + 2.0]);
         }));
     }

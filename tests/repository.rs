@@ -66,14 +66,23 @@ fn model(name: &str, base: &Path, policy: VersionPolicy) -> ModelConfig {
 
 /// Options for deterministic tests: no background polling, no retries.
 fn manual() -> ManagerOptions {
-    ManagerOptions { file_system_poll: Duration::ZERO, max_load_retries: 0, drain_timeout: Duration::from_secs(5), ..ManagerOptions::default() }
+    ManagerOptions {
+        file_system_poll: Duration::ZERO,
+        max_load_retries: 0,
+        drain_timeout: Duration::from_secs(5),
+        ..ManagerOptions::default()
+    }
 }
 
 fn start(options: ManagerOptions, models: Vec<ModelConfig>) -> (Arc<ModelRegistry>, Arc<ModelManager>) {
     start_with(Platforms::new(), options, models)
 }
 
-fn start_with(platforms: Platforms, options: ManagerOptions, models: Vec<ModelConfig>) -> (Arc<ModelRegistry>, Arc<ModelManager>) {
+fn start_with(
+    platforms: Platforms,
+    options: ManagerOptions,
+    models: Vec<ModelConfig>,
+) -> (Arc<ModelRegistry>, Arc<ModelManager>) {
     let registry = Arc::new(ModelRegistry::new());
     let manager = ModelManager::start(registry.clone(), platforms, options, models, None).unwrap();
     (registry, manager)
@@ -184,7 +193,11 @@ fn a_missing_base_path_is_reported_and_the_other_models_load() {
         ])
         .unwrap_err();
     assert_eq!(e.code, Code::NotFound);
-    assert!(e.message.starts_with("Could not find base path /nonexistent/tensorserve/models for servable gone"), "{}", e.message);
+    assert!(
+        e.message.starts_with("Could not find base path /nonexistent/tensorserve/models for servable gone"),
+        "{}",
+        e.message
+    );
     assert_eq!(states(&registry, "good"), vec![(5, Available)]);
     assert_eq!(registry.model_names(), vec!["gone".to_string(), "good".to_string()]);
 }
@@ -296,7 +309,10 @@ fn predict_log(x: f32) -> Vec<u8> {
     };
     pb::PredictionLog {
         log_metadata: None,
-        log_type: Some(pb::prediction_log::LogType::PredictLog(pb::PredictLog { request: Some(request), response: None })),
+        log_type: Some(pb::prediction_log::LogType::PredictLog(pb::PredictLog {
+            request: Some(request),
+            response: None,
+        })),
     }
     .encode_to_vec()
 }
@@ -306,7 +322,8 @@ fn warmup_records_run_before_available_and_a_bad_one_fails_the_load() {
     let dir = TempDir::new("warmup");
     let v1 = add_version(dir.path(), "1");
     std::fs::create_dir_all(v1.join("assets.extra")).unwrap();
-    std::fs::write(v1.join(warmup::WARMUP_FILE), warmup::write_tfrecord(&[predict_log(1.0), predict_log(2.0)])).unwrap();
+    std::fs::write(v1.join(warmup::WARMUP_FILE), warmup::write_tfrecord(&[predict_log(1.0), predict_log(2.0)]))
+        .unwrap();
     let (registry, manager) = start(manual(), vec![model("m", dir.path(), VersionPolicy::Latest(1))]);
     // The warmup runs were timed, so the first real request already knows how fast the model is.
     let servable = registry.resolve("m", &VersionChoice::Latest).unwrap();
@@ -322,7 +339,8 @@ fn warmup_records_run_before_available_and_a_bad_one_fails_the_load() {
         request.inputs.insert("nope".into(), x);
     }
     std::fs::create_dir_all(v2.join("assets.extra")).unwrap();
-    std::fs::write(v2.join(warmup::WARMUP_FILE), warmup::write_tfrecord(&[predict_log(1.0), bad.encode_to_vec()])).unwrap();
+    std::fs::write(v2.join(warmup::WARMUP_FILE), warmup::write_tfrecord(&[predict_log(1.0), bad.encode_to_vec()]))
+        .unwrap();
     manager.poll();
     let statuses = registry.statuses("m").unwrap();
     assert_eq!((statuses[0].version, statuses[0].state), (2, End));
@@ -354,7 +372,10 @@ fn a_saved_model_gets_conversion_advice() {
     let status = &registry.statuses("tf").unwrap()[0];
     assert_eq!(status.state, End);
     let message = &status.error.as_ref().unwrap().message;
-    assert!(message.contains("TensorFlow SavedModel") && message.contains("tf2onnx.convert --saved-model"), "{message}");
+    assert!(
+        message.contains("TensorFlow SavedModel") && message.contains("tf2onnx.convert --saved-model"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -362,11 +383,7 @@ fn failed_loads_are_retried_as_configured() {
     let dir = TempDir::new("retry");
     std::fs::create_dir_all(dir.path().join("1")).unwrap();
     std::fs::write(dir.path().join("1/model.onnx"), b"not yet").unwrap();
-    let options = ManagerOptions {
-        max_load_retries: 3,
-        load_retry_interval: Duration::from_millis(200),
-        ..manual()
-    };
+    let options = ManagerOptions { max_load_retries: 3, load_retry_interval: Duration::from_millis(200), ..manual() };
     let (registry, _manager) = start(options, vec![model("m", dir.path(), VersionPolicy::Latest(1))]);
     assert_eq!(states(&registry, "m"), vec![(1, Loading)]);
     // The file is fixed before the retries run out: the next attempt loads it.
@@ -382,7 +399,9 @@ fn the_file_system_is_polled_for_new_versions() {
     let options = ManagerOptions { file_system_poll: Duration::from_millis(100), ..manual() };
     let (registry, _manager) = start(options, vec![model("m", dir.path(), VersionPolicy::Latest(1))]);
     add_version(dir.path(), "2");
-    wait_for("version 2 from the poll", Duration::from_secs(10), || states(&registry, "m") == vec![(2, Available), (1, End)]);
+    wait_for("version 2 from the poll", Duration::from_secs(10), || {
+        states(&registry, "m") == vec![(2, Available), (1, End)]
+    });
 }
 
 #[test]
@@ -394,18 +413,20 @@ fn the_config_file_is_polled_and_a_bad_edit_keeps_the_running_config() {
     let write = |names: &[&str]| {
         let entries: String = names
             .iter()
-            .map(|n| format!("config {{ name: '{n}' base_path: '{}' model_platform: 'onnx' }}\n", dir.path().join(n).display()))
+            .map(|n| {
+                format!(
+                    "config {{ name: '{n}' base_path: '{}' model_platform: 'onnx' }}\n",
+                    dir.path().join(n).display()
+                )
+            })
             .collect();
         std::fs::write(&file, format!("model_config_list {{\n{entries}}}\n")).unwrap();
     };
     write(&["a"]);
     let text = std::fs::read_to_string(&file).unwrap();
     let models = config::validate(&config::parse_text(&text, "f").unwrap(), &Platforms::new().names()).unwrap();
-    let options = ManagerOptions {
-        config_file: Some(file.clone()),
-        config_file_poll: Duration::from_millis(100),
-        ..manual()
-    };
+    let options =
+        ManagerOptions { config_file: Some(file.clone()), config_file_poll: Duration::from_millis(100), ..manual() };
     let registry = Arc::new(ModelRegistry::new());
     let _manager = ModelManager::start(registry.clone(), Platforms::new(), options, models, Some(text)).unwrap();
     assert_eq!(registry.model_names(), vec!["a"]);
@@ -425,12 +446,36 @@ fn bad_configs_are_refused_with_their_messages() {
     let platforms = Platforms::new().names();
     let parse = |text: &str| config::parse_text(text, "/etc/m.config").and_then(|c| config::validate(&c, &platforms));
     let cases = [
-        ("model_config_list { config { name: 'a' base_path: 'relative' } }", Code::InvalidArgument, "Expected model a to have an absolute path; got base_path()=relative"),
-        ("model_config_list { config { name: 'a' base_path: '/x' } config { name: 'a' base_path: '/y' } }", Code::InvalidArgument, "Illegal to list model a multiple times in config list"),
-        ("model_config_list { config { name: 'a' base_path: '/x' model_platform: 'pytorch' } }", Code::InvalidArgument, "Model a has unknown model_platform \"pytorch\"; this server knows onnx, tensorflow"),
-        ("model_config_list { config { name: 'a/../../b' base_path: '/x' } }", Code::InvalidArgument, "Invalid model name \"a/../../b\""),
-        ("model_config_list {\n  config {\n    name: 'a'\n    base_path: '/x'\n    policy: 1\n  }\n}", Code::InvalidArgument, "Error parsing text-format tensorflow.serving.ModelServerConfig: /etc/m.config:5:5: "),
-        ("model_config_list { config { name: 'a' base_path: '/x'", Code::InvalidArgument, "Error parsing text-format tensorflow.serving.ModelServerConfig: /etc/m.config:1:"),
+        (
+            "model_config_list { config { name: 'a' base_path: 'relative' } }",
+            Code::InvalidArgument,
+            "Expected model a to have an absolute path; got base_path()=relative",
+        ),
+        (
+            "model_config_list { config { name: 'a' base_path: '/x' } config { name: 'a' base_path: '/y' } }",
+            Code::InvalidArgument,
+            "Illegal to list model a multiple times in config list",
+        ),
+        (
+            "model_config_list { config { name: 'a' base_path: '/x' model_platform: 'pytorch' } }",
+            Code::InvalidArgument,
+            "Model a has unknown model_platform \"pytorch\"; this server knows onnx, tensorflow",
+        ),
+        (
+            "model_config_list { config { name: 'a/../../b' base_path: '/x' } }",
+            Code::InvalidArgument,
+            "Invalid model name \"a/../../b\"",
+        ),
+        (
+            "model_config_list {\n  config {\n    name: 'a'\n    base_path: '/x'\n    policy: 1\n  }\n}",
+            Code::InvalidArgument,
+            "Error parsing text-format tensorflow.serving.ModelServerConfig: /etc/m.config:5:5: ",
+        ),
+        (
+            "model_config_list { config { name: 'a' base_path: '/x'",
+            Code::InvalidArgument,
+            "Error parsing text-format tensorflow.serving.ModelServerConfig: /etc/m.config:1:",
+        ),
     ];
     for (text, code, want) in cases {
         let e = parse(text).unwrap_err();
@@ -464,8 +509,12 @@ fn reload_request(text: &str) -> pb::ReloadConfigRequest {
     pb::ReloadConfigRequest { config: Some(config::parse_text(text, "request").unwrap()), metric_names: Vec::new() }
 }
 
-async fn status_of(client: &mut pb::model_service_client::ModelServiceClient<Channel>, name: &str) -> Result<Vec<(i64, i32, i32)>, tonic::Status> {
-    let request = pb::GetModelStatusRequest { model_spec: Some(pb::ModelSpec { name: name.into(), ..Default::default() }) };
+async fn status_of(
+    client: &mut pb::model_service_client::ModelServiceClient<Channel>,
+    name: &str,
+) -> Result<Vec<(i64, i32, i32)>, tonic::Status> {
+    let request =
+        pb::GetModelStatusRequest { model_spec: Some(pb::ModelSpec { name: name.into(), ..Default::default() }) };
     let response = client.get_model_status(request).await?.into_inner();
     Ok(response
         .model_version_status
@@ -514,7 +563,8 @@ async fn tf_serving_config_example_and_reload_over_grpc() {
         first.display(),
         second.display()
     );
-    let models = config::validate(&config::parse_text(&text, "models.config").unwrap(), &Platforms::new().names()).unwrap();
+    let models =
+        config::validate(&config::parse_text(&text, "models.config").unwrap(), &Platforms::new().names()).unwrap();
     let registry = Arc::new(ModelRegistry::new());
     let manager = ModelManager::start(registry, Platforms::new(), manual(), models, Some(text)).unwrap();
     let (channel, _stop) = serve(manager).await;
@@ -550,7 +600,10 @@ async fn tf_serving_config_example_and_reload_over_grpc() {
     );
     let response = status.handle_reload_config_request(reload_request(&reload)).await.unwrap().into_inner();
     assert_eq!(response.status.unwrap().error_code, 0);
-    assert_eq!(status_of(&mut status, "my_first_model").await.unwrap(), vec![(44, available, 0), (43, end, 0), (42, end, 0)]);
+    assert_eq!(
+        status_of(&mut status, "my_first_model").await.unwrap(),
+        vec![(44, available, 0), (43, end, 0), (42, end, 0)]
+    );
     assert_eq!(status_of(&mut status, "my_second_model").await.unwrap(), vec![(1, end, 0)]);
     assert_eq!(status_of(&mut status, "third").await.unwrap(), vec![(7, available, 0)]);
     let gone = pb::PredictRequest {
@@ -560,7 +613,10 @@ async fn tf_serving_config_example_and_reload_over_grpc() {
         ..Default::default()
     };
     let e = predict.predict(gone).await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (tonic::Code::NotFound, "Servable not found for request: Latest(my_second_model)"));
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::NotFound, "Servable not found for request: Latest(my_second_model)")
+    );
 
     // Bad reloads: the error is the gRPC status, and the running config stays.
     let bad = [
@@ -583,7 +639,11 @@ async fn tf_serving_config_example_and_reload_over_grpc() {
     );
     let e = status.handle_reload_config_request(reload_request(&text)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert!(e.message().starts_with("version 3 of model broken failed to load: could not load ONNX model"), "{}", e.message());
+    assert!(
+        e.message().starts_with("version 3 of model broken failed to load: could not load ONNX model"),
+        "{}",
+        e.message()
+    );
     assert_eq!(status_of(&mut status, "broken").await.unwrap(), vec![(3, end, Code::FailedPrecondition as i32)]);
     assert_eq!(status_of(&mut status, "third").await.unwrap(), vec![(7, available, 0)]);
 }
@@ -644,7 +704,10 @@ fn warmup_replays_classify_regress_and_multi_inference_logs() {
     use pb::prediction_log::LogType;
     let log = |t: LogType| pb::PredictionLog { log_metadata: None, log_type: Some(t) }.encode_to_vec();
     let classify = log(LogType::ClassifyLog(pb::ClassifyLog {
-        request: Some(pb::ClassificationRequest { model_spec: spec_for("classify_x_to_y"), input: x_example_input(2.0) }),
+        request: Some(pb::ClassificationRequest {
+            model_spec: spec_for("classify_x_to_y"),
+            input: x_example_input(2.0),
+        }),
         response: None,
     }));
     let regress = log(LogType::RegressLog(pb::RegressLog {
@@ -658,7 +721,10 @@ fn warmup_replays_classify_regress_and_multi_inference_logs() {
             response: None,
         }))
     };
-    let good_multi = multi(vec![task("regress_x_to_y", "tensorflow/serving/regress"), task("classify_x_to_y", "tensorflow/serving/classify")]);
+    let good_multi = multi(vec![
+        task("regress_x_to_y", "tensorflow/serving/regress"),
+        task("classify_x_to_y", "tensorflow/serving/classify"),
+    ]);
     let dir = TempDir::new("warmup-examples");
     let v1 = add_version(dir.path(), "1");
     std::fs::create_dir_all(v1.join("assets.extra")).unwrap();

@@ -108,17 +108,22 @@ async fn json_call(addr: std::net::SocketAddr, method: &str, path: &str, body: O
 #[tokio::test]
 async fn tf_serving_golden_predict_cases() {
     let addr = start().await;
-    let (s, _, body) = call(addr, "POST", "/v1/models/half_plus_two:predict", Some(r#"{"instances": [2, 3, 4]}"#)).await;
+    let (s, _, body) =
+        call(addr, "POST", "/v1/models/half_plus_two:predict", Some(r#"{"instances": [2, 3, 4]}"#)).await;
     assert_eq!((s, body.as_str()), (200, r#"{"predictions": [3.0, 3.5, 4.0]}"#));
     let (s, _, body) = call(addr, "POST", "/v1/models/half_plus_two:predict", Some(r#"{"inputs": [2, 3, 4]}"#)).await;
     assert_eq!((s, body.as_str()), (200, r#"{"outputs": [3.0, 3.5, 4.0]}"#));
-    let (s, _, body) = call(addr, "POST", "/v1/models/half_plus_two:predict", Some(r#"{"instances": [[1.0, 2.0], [3.0, 4.0]]}"#)).await;
+    let (s, _, body) =
+        call(addr, "POST", "/v1/models/half_plus_two:predict", Some(r#"{"instances": [[1.0, 2.0], [3.0, 4.0]]}"#))
+            .await;
     assert_eq!((s, body.as_str()), (200, r#"{"predictions": [[2.5, 3.0], [3.5, 4.0]]}"#));
     for path in ["/v1/models/half_plus_two/versions/123:predict", "/v1/models/half_plus_two/labels/stable:predict"] {
-        let (s, v) = json_call(addr, "POST", path, Some(r#"{"signature_name": "serving_default", "instances": [[2.0]]}"#)).await;
+        let (s, v) =
+            json_call(addr, "POST", path, Some(r#"{"signature_name": "serving_default", "instances": [[2.0]]}"#)).await;
         assert_eq!((s, v), (200, json!({"predictions": [[3.0]]})));
     }
-    let (s, _, body) = call(addr, "POST", "/v1/models/half_plus_two:predict", Some(r#"{"instances": [NaN, Infinity]}"#)).await;
+    let (s, _, body) =
+        call(addr, "POST", "/v1/models/half_plus_two:predict", Some(r#"{"instances": [NaN, Infinity]}"#)).await;
     assert_eq!((s, body.as_str()), (200, r#"{"predictions": [NaN, Infinity]}"#));
 }
 
@@ -128,7 +133,10 @@ async fn named_inputs_b64_and_several_outputs() {
     let body = r#"{"instances": [{"a": 1.5, "s": {"b64": "aGk="}}, {"a": 2, "s": "yo"}]}"#;
     let (s, v) = json_call(addr, "POST", "/v1/models/named:predict", Some(body)).await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v, json!({"predictions": [{"double": 3.0, "echo_bytes": {"b64": "aGk="}}, {"double": 4.0, "echo_bytes": {"b64": "eW8="}}]}));
+    assert_eq!(
+        v,
+        json!({"predictions": [{"double": 3.0, "echo_bytes": {"b64": "aGk="}}, {"double": 4.0, "echo_bytes": {"b64": "eW8="}}]})
+    );
     let body = r#"{"inputs": {"a": [1], "s": ["z"]}}"#;
     let (s, v) = json_call(addr, "POST", "/v1/models/named:predict", Some(body)).await;
     assert_eq!((s, v), (200, json!({"outputs": {"double": [2.0], "echo_bytes": [{"b64": "eg=="}]}})));
@@ -172,7 +180,8 @@ async fn a_loading_model_is_503_and_unknown_is_404() {
     assert_eq!((s, v["error"].clone()), (404, json!("Could not find any versions of model nope")));
     let (s, v) = json_call(addr, "POST", "/v1/models/nope:predict", Some(r#"{"instances": [1]}"#)).await;
     assert_eq!((s, v["error"].clone()), (404, json!("Servable not found for request: Latest(nope)")));
-    let (s, _) = json_call(addr, "POST", "/v1/models/half_plus_two/versions/99:predict", Some(r#"{"instances": [1]}"#)).await;
+    let (s, _) =
+        json_call(addr, "POST", "/v1/models/half_plus_two/versions/99:predict", Some(r#"{"instances": [1]}"#)).await;
     assert_eq!(s, 404);
 }
 
@@ -182,9 +191,19 @@ async fn errors_carry_tf_serving_status_and_message() {
     let p = "/v1/models/half_plus_two:predict";
     let cases: Vec<(&str, &str, u16, &str)> = vec![
         ("POST", "", 400, "JSON Parse error: The document is empty"),
-        ("POST", r#"{"instances": [1], "inputs": [1]}"#, 400, "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"),
+        (
+            "POST",
+            r#"{"instances": [1], "inputs": [1]}"#,
+            400,
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
+        ),
         ("POST", r#"{"foo": 1}"#, 400, "Missing 'inputs' or 'instances' key"),
-        ("POST", r#"{"signature_name": "foo", "instances": [1]}"#, 400, "Serving signature name: \"foo\" not found in signature def"),
+        (
+            "POST",
+            r#"{"signature_name": "foo", "instances": [1]}"#,
+            400,
+            "Serving signature name: \"foo\" not found in signature def",
+        ),
     ];
     for (method, body, status, message) in cases {
         let (s, v) = json_call(addr, method, p, Some(body)).await;
@@ -192,7 +211,10 @@ async fn errors_carry_tf_serving_status_and_message() {
     }
     let (s, v) = json_call(addr, "POST", p, Some(r#"{"instances": ["x"]}"#)).await;
     assert_eq!(s, 400);
-    assert!(v["error"].as_str().unwrap().contains("JSON Value: \"x\" Type: String is not of expected type: float"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("JSON Value: \"x\" Type: String is not of expected type: float"),
+        "{v}"
+    );
     let (s, _) = json_call(addr, "POST", p, Some(r#"{"instances": [[1, 2], [3]]}"#)).await;
     assert_eq!(s, 400);
     let (s, v) = json_call(addr, "GET", "/v1/foo", None).await;
@@ -207,21 +229,25 @@ async fn errors_carry_tf_serving_status_and_message() {
 #[tokio::test]
 async fn explain_scores_sum_to_one_and_ignore_unused_features() {
     let addr = start().await;
-    let (s, v) = json_call(addr, "POST", "/v1/models/linear:explain", Some(r#"{"instances": [[1, 1, 5], [0, 3, 1]]}"#)).await;
+    let (s, v) =
+        json_call(addr, "POST", "/v1/models/linear:explain", Some(r#"{"instances": [[1, 1, 5], [0, 3, 1]]}"#)).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["predictions"], json!([3.0, 3.0]));
     let rows = v["explanations"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
-    let scores: Vec<f64> = rows[0]["importance_scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let scores: Vec<f64> =
+        rows[0]["importance_scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
     assert_eq!(scores.len(), 3);
     assert!((scores.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     assert!((scores[0] - 2.0 / 3.0).abs() < 1e-9 && (scores[1] - 1.0 / 3.0).abs() < 1e-9);
     assert_eq!(scores[2], 0.0, "x2 is ignored by the model");
-    let second: Vec<f64> = rows[1]["importance_scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let second: Vec<f64> =
+        rows[1]["importance_scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
     assert_eq!(second, vec![0.0, 1.0, 0.0]);
     // Works for a bundled ONNX model too (64 features, one per pixel).
     let x: Vec<f32> = (0..64).map(|i| (i % 16) as f32 / 16.0).collect();
-    let (s, v) = json_call(addr, "POST", "/v1/models/digits_mlp:explain", Some(&json!({"instances": [x]}).to_string())).await;
+    let (s, v) =
+        json_call(addr, "POST", "/v1/models/digits_mlp:explain", Some(&json!({"instances": [x]}).to_string())).await;
     assert_eq!(s, 200, "{v}");
     let scores = v["explanations"][0]["importance_scores"].as_array().unwrap();
     assert_eq!(scores.len(), 64);

@@ -8,8 +8,8 @@ use crate::error::ServingError;
 use crate::inference::{Method, TaskResult};
 use crate::model::{Signature, TensorSpec, VersionChoice};
 use crate::proto::tensorflow as tf;
-use crate::repository::ModelManager;
 use crate::proto::tensorflow::serving as pb;
+use crate::repository::ModelManager;
 use crate::serving::ServingCore;
 use crate::tensor::proto::{decode, encode, encode_owned, encode_shape_i64};
 
@@ -75,7 +75,10 @@ pub fn signature_def(sig: &Signature, as_content: bool) -> tf::SignatureDef {
 
 #[tonic::async_trait]
 impl pb::prediction_service_server::PredictionService for GrpcApi {
-    async fn classify(&self, request: Request<pb::ClassificationRequest>) -> Result<Response<pb::ClassificationResponse>, Status> {
+    async fn classify(
+        &self,
+        request: Request<pb::ClassificationRequest>,
+    ) -> Result<Response<pb::ClassificationResponse>, Status> {
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
         let (result, model_spec) = self.core.run_task(&spec, request.input.as_ref(), Method::Classify).await?;
@@ -85,7 +88,10 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         Ok(Response::new(pb::ClassificationResponse { result: Some(result), model_spec: Some(model_spec) }))
     }
 
-    async fn regress(&self, request: Request<pb::RegressionRequest>) -> Result<Response<pb::RegressionResponse>, Status> {
+    async fn regress(
+        &self,
+        request: Request<pb::RegressionRequest>,
+    ) -> Result<Response<pb::RegressionResponse>, Status> {
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
         let (result, model_spec) = self.core.run_task(&spec, request.input.as_ref(), Method::Regress).await?;
@@ -124,7 +130,10 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         }))
     }
 
-    async fn multi_inference(&self, request: Request<pb::MultiInferenceRequest>) -> Result<Response<pb::MultiInferenceResponse>, Status> {
+    async fn multi_inference(
+        &self,
+        request: Request<pb::MultiInferenceRequest>,
+    ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
         Ok(Response::new(self.core.multi_inference(&request.into_inner()).await?))
     }
 
@@ -135,7 +144,10 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
         if request.metadata_field.is_empty() {
-            return Err(ServingError::invalid_argument("GetModelMetadataRequest must specify at least one metadata_field").into());
+            return Err(ServingError::invalid_argument(
+                "GetModelMetadataRequest must specify at least one metadata_field",
+            )
+            .into());
         }
         if let Some(field) = request.metadata_field.iter().find(|f| *f != SIGNATURE_DEF_FIELD) {
             return Err(ServingError::invalid_argument(format!("Metadata field {field} is not supported")).into());
@@ -150,7 +162,10 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
                 .map(|(name, sig)| (name.clone(), signature_def(sig, as_content)))
                 .collect(),
         };
-        let any = prost_types::Any { type_url: SIGNATURE_DEF_MAP_TYPE_URL.to_string(), value: prost::Message::encode_to_vec(&map) };
+        let any = prost_types::Any {
+            type_url: SIGNATURE_DEF_MAP_TYPE_URL.to_string(),
+            value: prost::Message::encode_to_vec(&map),
+        };
         Ok(Response::new(pb::GetModelMetadataResponse {
             model_spec: Some(pb::ModelSpec {
                 name: spec.name,
@@ -163,7 +178,10 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
 }
 
 /// The `GetModelStatus` answer, shared with the REST front end.
-pub fn model_status(core: &ServingCore, spec: Option<pb::ModelSpec>) -> Result<pb::GetModelStatusResponse, ServingError> {
+pub fn model_status(
+    core: &ServingCore,
+    spec: Option<pb::ModelSpec>,
+) -> Result<pb::GetModelStatusResponse, ServingError> {
     let spec = require_spec(spec)?;
     if spec.name.is_empty() {
         return Err(ServingError::invalid_argument("ModelSpec has no name specified."));
@@ -209,7 +227,10 @@ impl pb::model_service_server::ModelService for GrpcApi {
         request: Request<pb::ReloadConfigRequest>,
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
         let Some(manager) = self.manager.clone() else {
-            return Err(ServingError::failed_precondition("this server's model list is fixed in code; it cannot be reloaded").into());
+            return Err(ServingError::failed_precondition(
+                "this server's model list is fixed in code; it cannot be reloaded",
+            )
+            .into());
         };
         let config = request.into_inner().config.unwrap_or_default();
         // Loads block for as long as models take to load and warm up: keep them off the reactor.

@@ -21,7 +21,9 @@ use crate::inference;
 use crate::model::{ServableState, VersionChoice, DEFAULT_SIGNATURE};
 use crate::proto::tensorflow::serving as pb;
 use crate::serving::ServingCore;
-use crate::tensor::json::{parse_inputs, parse_instances, quote_non_finite, write_outputs, write_predictions, InputBuilders};
+use crate::tensor::json::{
+    parse_inputs, parse_instances, quote_non_finite, write_outputs, write_predictions, InputBuilders,
+};
 use crate::tensor::DataType;
 
 /// REST settings.
@@ -115,7 +117,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            if let (Some(h), Some(l)) = (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            if let (Some(h), Some(l)) =
+                (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+            {
                 out.push(h * 16 + l);
                 i += 3;
                 continue;
@@ -138,7 +142,9 @@ fn parse_model_path(rest: &str) -> Option<ModelPath> {
         return None;
     }
     let (version, tail) = match tail {
-        [kind, v, tail @ ..] if kind.eq_ignore_ascii_case("versions") => (VersionChoice::Specific(v.parse().ok()?), tail),
+        [kind, v, tail @ ..] if kind.eq_ignore_ascii_case("versions") => {
+            (VersionChoice::Specific(v.parse().ok()?), tail)
+        }
         [kind, l, tail @ ..] if kind.eq_ignore_ascii_case("labels") => (VersionChoice::Label(percent_decode(l)), tail),
         tail => (VersionChoice::Latest, tail),
     };
@@ -185,8 +191,12 @@ async fn route(rest: &Rest, method: &Method, path: &str, body: Bytes) -> Respons
         (Method::GET, None, true) => metadata(rest, &target),
         (Method::POST, Some("predict"), _) => predict(rest, &target, &body, false).await,
         (Method::POST, Some("explain"), _) => predict(rest, &target, &body, true).await,
-        (Method::POST, Some("classify"), _) => classify_or_regress(rest, &target, &body, inference::Method::Classify).await,
-        (Method::POST, Some("regress"), _) => classify_or_regress(rest, &target, &body, inference::Method::Regress).await,
+        (Method::POST, Some("classify"), _) => {
+            classify_or_regress(rest, &target, &body, inference::Method::Classify).await
+        }
+        (Method::POST, Some("regress"), _) => {
+            classify_or_regress(rest, &target, &body, inference::Method::Regress).await
+        }
         _ => return malformed(),
     };
     match result {
@@ -241,9 +251,23 @@ fn state_name(state: i32) -> &'static str {
 
 fn code_name(code: i32) -> &'static str {
     const NAMES: [&str; 17] = [
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-        "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
     ];
     NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
 }
@@ -260,7 +284,9 @@ fn resolve(rest: &Rest, target: &ModelPath) -> Result<crate::model::Servable, Se
     rest.core.resolve(&target.name, &target.version).map_err(|e| {
         let loading = e.code == Code::NotFound
             && rest.core.registry().statuses(&target.name).is_some_and(|s| {
-                !s.is_empty() && s.iter().all(|v| v.state != ServableState::Available) && s.iter().any(|v| v.state != ServableState::End)
+                !s.is_empty()
+                    && s.iter().all(|v| v.state != ServableState::Available)
+                    && s.iter().any(|v| v.state != ServableState::End)
             });
         if loading {
             ServingError::new(Code::Unavailable, format!("Model {} is not ready yet: it is still loading", target.name))
@@ -273,12 +299,8 @@ fn resolve(rest: &Rest, target: &ModelPath) -> Result<crate::model::Servable, Se
 fn metadata(rest: &Rest, target: &ModelPath) -> Result<Response, ServingError> {
     let servable = rest.core.resolve(&target.name, &target.version)?;
     let tensor_info = |spec: &crate::model::TensorSpec| {
-        let dims: Vec<Value> = spec
-            .shape
-            .iter()
-            .flatten()
-            .map(|d| json!({"size": d.to_string(), "name": ""}))
-            .collect();
+        let dims: Vec<Value> =
+            spec.shape.iter().flatten().map(|d| json!({"size": d.to_string(), "name": ""})).collect();
         json!({
             "dtype": dtype_name(spec.dtype.to_proto()),
             "tensor_shape": {"dim": dims, "unknown_rank": spec.shape.is_none()},
@@ -287,9 +309,14 @@ fn metadata(rest: &Rest, target: &ModelPath) -> Result<Response, ServingError> {
     };
     let mut sigs = serde_json::Map::new();
     for (name, sig) in servable.model.signatures() {
-        let inputs: serde_json::Map<String, Value> = sig.inputs.iter().map(|(k, v)| (k.clone(), tensor_info(v))).collect();
-        let outputs: serde_json::Map<String, Value> = sig.outputs.iter().map(|(k, v)| (k.clone(), tensor_info(v))).collect();
-        sigs.insert(name.clone(), json!({"inputs": inputs, "outputs": outputs, "method_name": sig.method_name, "defaults": {}}));
+        let inputs: serde_json::Map<String, Value> =
+            sig.inputs.iter().map(|(k, v)| (k.clone(), tensor_info(v))).collect();
+        let outputs: serde_json::Map<String, Value> =
+            sig.outputs.iter().map(|(k, v)| (k.clone(), tensor_info(v))).collect();
+        sigs.insert(
+            name.clone(),
+            json!({"inputs": inputs, "outputs": outputs, "method_name": sig.method_name, "defaults": {}}),
+        );
     }
     let body = json!({
         "model_spec": {"name": target.name, "signature_name": "", "version": servable.version.to_string()},
@@ -313,12 +340,19 @@ struct PredictBody<'a> {
 }
 
 /// `:classify` / `:regress`: `{"signature_name", "context", "examples"}` -> `{"results": ...}`.
-async fn classify_or_regress(rest: &Rest, target: &ModelPath, body: &[u8], method: inference::Method) -> Result<Response, ServingError> {
-    let text = std::str::from_utf8(body).map_err(|_| ServingError::invalid_argument("JSON Parse error: the body is not UTF-8"))?;
+async fn classify_or_regress(
+    rest: &Rest,
+    target: &ModelPath,
+    body: &[u8],
+    method: inference::Method,
+) -> Result<Response, ServingError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ServingError::invalid_argument("JSON Parse error: the body is not UTF-8"))?;
     if text.trim().is_empty() {
         return Err(ServingError::invalid_argument("JSON Parse error: The document is empty"));
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| ServingError::invalid_argument(format!("JSON Parse error: {e}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| ServingError::invalid_argument(format!("JSON Parse error: {e}")))?;
     let verb = match method {
         inference::Method::Classify => "classify",
         inference::Method::Regress => "regress",
@@ -328,7 +362,12 @@ async fn classify_or_regress(rest: &Rest, target: &ModelPath, body: &[u8], metho
     spec.signature_name = signature_name;
     let (result, _) = tokio::time::timeout(rest.options.timeout, rest.core.run_task(&spec, Some(&input), method))
         .await
-        .map_err(|_| ServingError::new(Code::DeadlineExceeded, "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms"))??;
+        .map_err(|_| {
+            ServingError::new(
+                Code::DeadlineExceeded,
+                "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms",
+            )
+        })??;
     let float = |v: f32| crate::tensor::json::format_float(v as f64, true);
     let mut out = String::from("{\"results\": [");
     match result {
@@ -357,17 +396,27 @@ async fn classify_or_regress(rest: &Rest, target: &ModelPath, body: &[u8], metho
     Ok(json_response(StatusCode::OK, out))
 }
 
-async fn predict(rest: &Rest, target: &ModelPath, body: &[u8], with_explanations: bool) -> Result<Response, ServingError> {
-    let text = std::str::from_utf8(body).map_err(|_| ServingError::invalid_argument("JSON Parse error: the body is not UTF-8"))?;
+async fn predict(
+    rest: &Rest,
+    target: &ModelPath,
+    body: &[u8],
+    with_explanations: bool,
+) -> Result<Response, ServingError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ServingError::invalid_argument("JSON Parse error: the body is not UTF-8"))?;
     if text.trim().is_empty() {
         return Err(ServingError::invalid_argument("JSON Parse error: The document is empty"));
     }
     let text = quote_non_finite(text);
-    let parsed: PredictBody = serde_json::from_str(&text).map_err(|e| ServingError::invalid_argument(format!("JSON Parse error: {e}")))?;
+    let parsed: PredictBody =
+        serde_json::from_str(&text).map_err(|e| ServingError::invalid_argument(format!("JSON Parse error: {e}")))?;
     let servable = resolve(rest, target)?;
-    let signature_name = parsed.signature_name.filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_SIGNATURE.to_string());
+    let signature_name =
+        parsed.signature_name.filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_SIGNATURE.to_string());
     let signature = servable.model.signatures().get(&signature_name).ok_or_else(|| {
-        ServingError::invalid_argument(format!("Serving signature name: \"{signature_name}\" not found in signature def"))
+        ServingError::invalid_argument(format!(
+            "Serving signature name: \"{signature_name}\" not found in signature def"
+        ))
     })?;
     let builders = InputBuilders::new(signature.inputs.iter().map(|(k, v)| (k.clone(), v.dtype)))?;
     let (inputs, row_format) = match (parsed.instances, parsed.inputs) {
@@ -382,9 +431,12 @@ async fn predict(rest: &Rest, target: &ModelPath, body: &[u8], with_explanations
     };
     let kept_inputs = if with_explanations { Some(inputs.clone()) } else { None };
     let call = rest.core.prepare_predict(&servable, &signature_name, inputs, &[], |_, t| Ok(t))?;
-    let outputs = tokio::time::timeout(rest.options.timeout, rest.core.predict(call))
-        .await
-        .map_err(|_| ServingError::new(Code::DeadlineExceeded, "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms"))??;
+    let outputs = tokio::time::timeout(rest.options.timeout, rest.core.predict(call)).await.map_err(|_| {
+        ServingError::new(
+            Code::DeadlineExceeded,
+            "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms",
+        )
+    })??;
 
     let mut out = String::with_capacity(256);
     if row_format || with_explanations {
@@ -400,7 +452,10 @@ async fn predict(rest: &Rest, target: &ModelPath, body: &[u8], with_explanations
             .map_err(|e| ServingError::internal(format!("explain failed: {e}")))?;
         let scores = match own {
             Some(r) => r?,
-            None => explain(&rest.core, &servable, &signature_name, signature, &inputs, &outputs, rest.options.explain).await?,
+            None => {
+                explain(&rest.core, &servable, &signature_name, signature, &inputs, &outputs, rest.options.explain)
+                    .await?
+            }
         };
         // Replace the closing brace of {"predictions": [...]} with the explanations.
         out.pop();
@@ -430,7 +485,10 @@ mod tests {
     #[test]
     fn parses_tf_serving_paths() {
         let p = parse_model_path("half_plus_two:predict").unwrap();
-        assert_eq!((p.name.as_str(), p.verb.as_deref(), &p.version), ("half_plus_two", Some("predict"), &VersionChoice::Latest));
+        assert_eq!(
+            (p.name.as_str(), p.verb.as_deref(), &p.version),
+            ("half_plus_two", Some("predict"), &VersionChoice::Latest)
+        );
         let p = parse_model_path("m/versions/123:predict").unwrap();
         assert_eq!(p.version, VersionChoice::Specific(123));
         let p = parse_model_path("m/labels/stable/metadata").unwrap();

@@ -15,7 +15,10 @@ use tract_onnx::prelude::{
 };
 
 use crate::error::ServingError;
-use crate::model::{parse_signature_defs, signatures_from_defs, Model, Signature, TensorMap, TensorSpec, DEFAULT_SIGNATURE, SIGNATURES_FILE};
+use crate::model::{
+    parse_signature_defs, signatures_from_defs, Model, Signature, TensorMap, TensorSpec, DEFAULT_SIGNATURE,
+    SIGNATURES_FILE,
+};
 use crate::proto::tensorflow as tf;
 use crate::tensor::{Buffer, DataType, Element, Tensor, TensorData};
 
@@ -108,11 +111,15 @@ impl OnnxModel {
     /// `SignatureDefMap`; `origin` names it in errors).
     pub fn with_signatures(bytes: &[u8], signatures: &str, origin: &str) -> Result<OnnxModel, ServingError> {
         // A broken signature file is a load failure, like a broken model file.
-        let defs = parse_signature_defs(signatures, origin).map_err(|e| ServingError::failed_precondition(e.message))?;
+        let defs =
+            parse_signature_defs(signatures, origin).map_err(|e| ServingError::failed_precondition(e.message))?;
         OnnxModel::build(bytes, Some((defs, origin)))
     }
 
-    fn build(bytes: &[u8], declared: Option<(BTreeMap<String, tf::SignatureDef>, &str)>) -> Result<OnnxModel, ServingError> {
+    fn build(
+        bytes: &[u8],
+        declared: Option<(BTreeMap<String, tf::SignatureDef>, &str)>,
+    ) -> Result<OnnxModel, ServingError> {
         let mut reader = bytes;
         let source = tract_onnx::onnx().model_for_read(&mut reader).map_err(load_error)?;
         let typed = source.clone().into_optimized().map_err(load_error)?;
@@ -134,10 +141,8 @@ impl OnnxModel {
         let mut output_order = Vec::new();
         for (i, outlet) in graph.output_outlets().map_err(load_error)?.iter().enumerate() {
             let fact = graph.output_fact(i).map_err(load_error)?;
-            let name = graph
-                .outlet_label(*outlet)
-                .map(str::to_string)
-                .unwrap_or_else(|| graph.node(outlet.node).name.clone());
+            let name =
+                graph.outlet_label(*outlet).map(str::to_string).unwrap_or_else(|| graph.node(outlet.node).name.clone());
             let dtype = dtype_of(fact.datum_type)
                 .ok_or_else(|| load_error(format!("output {name} has unsupported type {:?}", fact.datum_type)))?;
             let shape: Vec<i64> = fact.shape.iter().map(|d| d.as_i64().unwrap_or(-1)).collect();
@@ -156,7 +161,8 @@ impl OnnxModel {
             .map_err(|e| load_error(format!("{origin}: {}", e.message)))?;
         let mut heads = BTreeMap::new();
         for (name, sig) in &signatures {
-            let head = Head::pruned(&source, sig, &graph_inputs).map_err(|e| load_error(format!("{origin}: signature {name}: {e}")))?;
+            let head = Head::pruned(&source, sig, &graph_inputs)
+                .map_err(|e| load_error(format!("{origin}: signature {name}: {e}")))?;
             heads.insert(name.clone(), head);
         }
         Ok(OnnxModel { heads, signatures })
@@ -172,10 +178,8 @@ impl Head {
         outputs: &[String],
         graph_inputs: &BTreeMap<String, TensorSpec>,
     ) -> Result<Head, ServingError> {
-        let inputs = inputs
-            .iter()
-            .map(|name| PlanInput { alias: name.clone(), dims: dims_of(&graph_inputs[name]) })
-            .collect();
+        let inputs =
+            inputs.iter().map(|name| PlanInput { alias: name.clone(), dims: dims_of(&graph_inputs[name]) }).collect();
         let outputs = outputs.iter().enumerate().map(|(i, name)| (name.clone(), i)).collect();
         Ok(Head { plan, inputs, outputs, source, fallback_plans: Default::default(), states: Default::default() })
     }
@@ -209,7 +213,14 @@ impl Head {
             .iter()
             .map(|(alias, spec)| PlanInput { alias: alias.clone(), dims: dims_of(&graph_inputs[&spec.name]) })
             .collect();
-        Ok(Head { plan, inputs, outputs, source: model, fallback_plans: Default::default(), states: Default::default() })
+        Ok(Head {
+            plan,
+            inputs,
+            outputs,
+            source: model,
+            fallback_plans: Default::default(),
+            states: Default::default(),
+        })
     }
 }
 
@@ -218,7 +229,10 @@ fn dims_of(spec: &TensorSpec) -> Vec<Option<usize>> {
 }
 
 fn to_tract(alias: &str, tensor: &Tensor) -> Result<TractTensor, ServingError> {
-    fn plain<T: Element + tract_onnx::prelude::Datum>(shape: &[usize], b: &Buffer<T>) -> tract_onnx::prelude::TractResult<TractTensor> {
+    fn plain<T: Element + tract_onnx::prelude::Datum>(
+        shape: &[usize],
+        b: &Buffer<T>,
+    ) -> tract_onnx::prelude::TractResult<TractTensor> {
         TractTensor::from_shape(shape, b.as_slice())
     }
     let shape = tensor.shape();
@@ -236,17 +250,18 @@ fn to_tract(alias: &str, tensor: &Tensor) -> Result<TractTensor, ServingError> {
         TensorData::Half(b) => plain(shape, b),
         TensorData::Bool(v) => TractTensor::from_shape(shape, v),
         TensorData::String(v) => {
-            let strings = v
-                .iter()
-                .map(|s| String::from_utf8(s.to_vec()))
-                .collect::<Result<Vec<String>, _>>()
-                .map_err(|_| ServingError::invalid_argument(format!("input {alias}: ONNX string tensors must be UTF-8")))?;
+            let strings =
+                v.iter().map(|s| String::from_utf8(s.to_vec())).collect::<Result<Vec<String>, _>>().map_err(|_| {
+                    ServingError::invalid_argument(format!("input {alias}: ONNX string tensors must be UTF-8"))
+                })?;
             Ok(tract_onnx::prelude::tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), strings)
                 .map(TractTensor::from)
                 .map_err(|e| ServingError::invalid_argument(e.to_string()))?)
         }
         TensorData::BFloat16(_) => {
-            return Err(ServingError::invalid_argument(format!("input {alias}: bfloat16 is not supported by the ONNX backend")))
+            return Err(ServingError::invalid_argument(format!(
+                "input {alias}: bfloat16 is not supported by the ONNX backend"
+            )))
         }
     };
     result.map_err(|e| ServingError::internal(format!("input {alias}: {e}")))
@@ -291,7 +306,8 @@ fn from_tract(name: &str, t: Arc<TractTensor>) -> Result<Tensor, ServingError> {
         }),
         DatumType::String => t.to_plain_array_view::<String>().map(|a| {
             let shape = a.shape().to_vec();
-            Tensor::from_strings(shape, a.iter().map(|s| Bytes::from(s.clone())).collect()).expect("shape from the array")
+            Tensor::from_strings(shape, a.iter().map(|s| Bytes::from(s.clone())).collect())
+                .expect("shape from the array")
         }),
         other => return Err(ServingError::internal(format!("output {name} has unsupported type {other:?}"))),
     };
@@ -311,8 +327,12 @@ impl Head {
         };
         let mut model = self.source.clone();
         for (i, (tensor, _)) in inputs.iter().enumerate() {
-            let dt = tract_datum(tensor.dtype())
-                .ok_or_else(|| ServingError::invalid_argument(format!("{} is not supported by the ONNX backend", tensor.dtype().name())))?;
+            let dt = tract_datum(tensor.dtype()).ok_or_else(|| {
+                ServingError::invalid_argument(format!(
+                    "{} is not supported by the ONNX backend",
+                    tensor.dtype().name()
+                ))
+            })?;
             model
                 .set_input_fact(i, tract_onnx::prelude::InferenceFact::dt_shape(dt, tensor.shape()))
                 .map_err(mismatch)?;
@@ -350,7 +370,8 @@ impl Head {
                 None => self.plan.spawn().map_err(|e| ServingError::internal(format!("model state: {e}")))?,
             };
             // A failed run drops its state rather than returning it to the pool.
-            let results = state.run(values).map_err(|e| ServingError::invalid_argument(format!("model run failed: {e}")))?;
+            let results =
+                state.run(values).map_err(|e| ServingError::invalid_argument(format!("model run failed: {e}")))?;
             let mut idle = self.states.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < MAX_IDLE_STATES {
                 idle.push(state);
@@ -413,10 +434,9 @@ impl Model for OnnxModel {
     }
 
     fn run(&self, signature: &str, inputs: TensorMap, outputs: &[String]) -> Result<TensorMap, ServingError> {
-        let head = self
-            .heads
-            .get(signature)
-            .ok_or_else(|| ServingError::failed_precondition(format!("Serving signature key \"{signature}\" not found.")))?;
+        let head = self.heads.get(signature).ok_or_else(|| {
+            ServingError::failed_precondition(format!("Serving signature key \"{signature}\" not found."))
+        })?;
         head.run(inputs, outputs)
     }
 }

@@ -64,7 +64,10 @@ pub struct Signature {
 
 impl Signature {
     /// A prediction signature with the given inputs and outputs.
-    pub fn predict(inputs: impl IntoIterator<Item = (String, TensorSpec)>, outputs: impl IntoIterator<Item = (String, TensorSpec)>) -> Self {
+    pub fn predict(
+        inputs: impl IntoIterator<Item = (String, TensorSpec)>,
+        outputs: impl IntoIterator<Item = (String, TensorSpec)>,
+    ) -> Self {
         Signature {
             inputs: inputs.into_iter().collect(),
             outputs: outputs.into_iter().collect(),
@@ -97,9 +100,15 @@ pub trait Model: Send + Sync + 'static {
 
 /// Runs `model`, turning a panic inside it into INTERNAL: one bad run must not take down
 /// the worker thread or the HTTP/2 connection it shares with other requests.
-pub fn run_guarded(model: &dyn Model, signature: &str, inputs: TensorMap, outputs: &[String]) -> Result<TensorMap, ServingError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(signature, inputs, outputs)))
-        .unwrap_or_else(|payload| Err(ServingError::internal(format!("model run panicked: {}", panic_message(payload.as_ref())))))
+pub fn run_guarded(
+    model: &dyn Model,
+    signature: &str,
+    inputs: TensorMap,
+    outputs: &[String],
+) -> Result<TensorMap, ServingError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(signature, inputs, outputs))).unwrap_or_else(
+        |payload| Err(ServingError::internal(format!("model run panicked: {}", panic_message(payload.as_ref())))),
+    )
 }
 
 /// The first line of a panic's message (the rest is often a backtrace).

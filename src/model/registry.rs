@@ -264,20 +264,16 @@ impl ModelRegistry {
         let snapshot = self.snapshot.load();
         let entry = snapshot.get(name);
         let version = match choice {
-            VersionChoice::Latest => entry.and_then(|e| {
-                e.versions.iter().rev().find(|(_, v)| v.model.is_some()).map(|(k, _)| *k)
-            }),
-            VersionChoice::Specific(v) => Some(*v),
-            VersionChoice::Label(label) => {
-                match entry.and_then(|e| e.labels.get(label)) {
-                    Some(v) => Some(*v),
-                    None => {
-                        return Err(ServingError::invalid_argument(format!(
-                            "Unrecognized servable version label: {label}"
-                        )))
-                    }
-                }
+            VersionChoice::Latest => {
+                entry.and_then(|e| e.versions.iter().rev().find(|(_, v)| v.model.is_some()).map(|(k, _)| *k))
             }
+            VersionChoice::Specific(v) => Some(*v),
+            VersionChoice::Label(label) => match entry.and_then(|e| e.labels.get(label)) {
+                Some(v) => Some(*v),
+                None => {
+                    return Err(ServingError::invalid_argument(format!("Unrecognized servable version label: {label}")))
+                }
+            },
         };
         let found = version.and_then(|v| {
             let found = entry?.versions.get(&v)?;
@@ -329,7 +325,10 @@ mod tests {
         let e = r.resolve("nope", &VersionChoice::Latest).err().unwrap();
         assert_eq!((e.code, e.message.as_str()), (Code::NotFound, "Servable not found for request: Latest(nope)"));
         let e = r.resolve("m", &VersionChoice::Label("canary".into())).err().unwrap();
-        assert_eq!((e.code, e.message.as_str()), (Code::InvalidArgument, "Unrecognized servable version label: canary"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (Code::InvalidArgument, "Unrecognized servable version label: canary")
+        );
         let versions: Vec<i64> = r.statuses("m").unwrap().iter().map(|s| s.version).collect();
         assert_eq!(versions, vec![4, 3, 1]);
     }

@@ -52,9 +52,14 @@ pub fn signatures_from_defs(
         let mut defaults = BTreeMap::new();
         for (alias, proto) in &def.defaults {
             let spec = inputs.get(alias).ok_or_else(|| fail(format!("default for unknown input {alias}")))?;
-            let tensor = decode(proto.clone(), &DecodeLimits::default()).map_err(|e| fail(format!("default {alias}: {}", e.detail)))?;
+            let tensor = decode(proto.clone(), &DecodeLimits::default())
+                .map_err(|e| fail(format!("default {alias}: {}", e.detail)))?;
             if tensor.dtype() != spec.dtype {
-                return Err(fail(format!("default {alias} is {} but the input is {}", tensor.dtype().name(), spec.dtype.name())));
+                return Err(fail(format!(
+                    "default {alias} is {} but the input is {}",
+                    tensor.dtype().name(),
+                    spec.dtype.name()
+                )));
             }
             defaults.insert(alias.clone(), tensor);
         }
@@ -81,10 +86,15 @@ fn complete(
         let dtype = if info.dtype == 0 {
             actual.dtype
         } else {
-            DataType::from_proto(info.dtype).ok_or_else(|| format!("{kind} {alias}: unsupported dtype {}", info.dtype))?
+            DataType::from_proto(info.dtype)
+                .ok_or_else(|| format!("{kind} {alias}: unsupported dtype {}", info.dtype))?
         };
         if dtype != actual.dtype {
-            return Err(format!("{kind} {alias} is declared {} but the graph's {tensor} is {}", dtype.name(), actual.dtype.name()));
+            return Err(format!(
+                "{kind} {alias} is declared {} but the graph's {tensor} is {}",
+                dtype.name(),
+                actual.dtype.name()
+            ));
         }
         let shape = match &info.tensor_shape {
             None => actual.shape.clone(),

@@ -37,8 +37,9 @@ pub fn parse_text(text: &str, origin: &str) -> Result<pb::ModelServerConfig, Ser
 
 /// Reads and parses a config file.
 pub fn read_file(path: &Path) -> Result<pb::ModelServerConfig, ServingError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ServingError::invalid_argument(format!("cannot read model config file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ServingError::invalid_argument(format!("cannot read model config file {}: {e}", path.display()))
+    })?;
     parse_text(&text, &path.display().to_string())
 }
 
@@ -60,13 +61,14 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), ServingError> {
 /// Validates a whole `ModelServerConfig` into model entries, in file order.
 ///
 /// `known_platforms` lists the platforms this server can load.
-pub fn validate(config: &pb::ModelServerConfig, known_platforms: &BTreeSet<String>) -> Result<Vec<ModelConfig>, ServingError> {
+pub fn validate(
+    config: &pb::ModelServerConfig,
+    known_platforms: &BTreeSet<String>,
+) -> Result<Vec<ModelConfig>, ServingError> {
     let list = match &config.config {
         Some(pb::model_server_config::Config::ModelConfigList(list)) => list,
         Some(pb::model_server_config::Config::CustomModelConfig(_)) => {
-            return Err(ServingError::invalid_argument(
-                "custom_model_config is not supported; use model_config_list",
-            ))
+            return Err(ServingError::invalid_argument("custom_model_config is not supported; use model_config_list"))
         }
         // An empty file is a valid config with no models, as in TF Serving.
         None => return Ok(Vec::new()),
@@ -88,7 +90,8 @@ pub fn validate(config: &pb::ModelServerConfig, known_platforms: &BTreeSet<Strin
                 entry.name, entry.base_path
             )));
         }
-        let platform = if entry.model_platform.is_empty() { DEFAULT_PLATFORM.to_string() } else { entry.model_platform.clone() };
+        let platform =
+            if entry.model_platform.is_empty() { DEFAULT_PLATFORM.to_string() } else { entry.model_platform.clone() };
         if !known_platforms.contains(&platform) {
             return Err(ServingError::invalid_argument(format!(
                 "Model {} has unknown model_platform {platform:?}; this server knows {}",

@@ -121,7 +121,8 @@ impl ModelManager {
         initial: Vec<ModelConfig>,
         config_text: Option<String>,
     ) -> Result<Arc<Self>, ServingError> {
-        let manager = Arc::new(ModelManager { registry, platforms, options, state: Mutex::default(), wake: Mutex::new(None) });
+        let manager =
+            Arc::new(ModelManager { registry, platforms, options, state: Mutex::default(), wake: Mutex::new(None) });
         if let Err(e) = manager.apply(initial) {
             tracing::error!("{}", e.message);
         }
@@ -188,7 +189,9 @@ impl ModelManager {
             match state.models.get_mut(&m.name) {
                 Some(existing) => existing.config = m,
                 None => {
-                    state.models.insert(m.name.clone(), Managed { config: m, versions: BTreeMap::new(), listing_error: None });
+                    state
+                        .models
+                        .insert(m.name.clone(), Managed { config: m, versions: BTreeMap::new(), listing_error: None });
                 }
             }
         }
@@ -288,7 +291,8 @@ impl ModelManager {
             }
             Err(e) => {
                 // An unreadable base path changes nothing: what is loaded keeps serving.
-                let message = format!("Could not find base path {} for servable {name}: {e}", managed.config.base_path.display());
+                let message =
+                    format!("Could not find base path {} for servable {name}: {e}", managed.config.base_path.display());
                 if managed.listing_error.as_deref() != Some(message.as_str()) {
                     tracing::error!("{message}");
                     managed.listing_error = Some(message.clone());
@@ -352,12 +356,29 @@ impl ModelManager {
                     stats.seed(previous);
                 }
                 self.registry.insert_with_stats(name, v, model, stats);
-                tracing::info!(model = name, version = v, "available after {:.1} ms ({})", started.elapsed().as_secs_f64() * 1e3, dir.display());
+                tracing::info!(
+                    model = name,
+                    version = v,
+                    "available after {:.1} ms ({})",
+                    started.elapsed().as_secs_f64() * 1e3,
+                    dir.display()
+                );
                 Tracked::Available
             }
             Err(error) if attempts < self.options.max_load_retries => {
-                tracing::warn!(model = name, version = v, "load attempt {} failed, retrying in {:?}: {}", attempts + 1, self.options.load_retry_interval, error.message);
-                Tracked::Retrying { attempts: attempts + 1, next_try: Instant::now() + self.options.load_retry_interval, error }
+                tracing::warn!(
+                    model = name,
+                    version = v,
+                    "load attempt {} failed, retrying in {:?}: {}",
+                    attempts + 1,
+                    self.options.load_retry_interval,
+                    error.message
+                );
+                Tracked::Retrying {
+                    attempts: attempts + 1,
+                    next_try: Instant::now() + self.options.load_retry_interval,
+                    error,
+                }
             }
             Err(error) => {
                 tracing::error!(model = name, version = v, "failed to load: {}", error.message);
@@ -368,15 +389,30 @@ impl ModelManager {
     }
 
     /// Loads and warms up a version without publishing it.
-    fn load_version(&self, platform: &str, name: &str, version: i64, dir: &Path) -> Result<(Arc<dyn crate::model::Model>, Arc<RunStats>), ServingError> {
-        let platform = self.platforms.get(platform).ok_or_else(|| ServingError::internal(format!("unknown platform {platform}")))?;
+    fn load_version(
+        &self,
+        platform: &str,
+        name: &str,
+        version: i64,
+        dir: &Path,
+    ) -> Result<(Arc<dyn crate::model::Model>, Arc<RunStats>), ServingError> {
+        let platform = self
+            .platforms
+            .get(platform)
+            .ok_or_else(|| ServingError::internal(format!("unknown platform {platform}")))?;
         let model = platform.load(dir)?;
         let stats = Arc::new(RunStats::default());
         if self.options.enable_warmup {
             if let Some(file) = warmup::warmup_file(dir) {
                 let servable = Servable { name: name.to_string(), version, model: model.clone(), stats: stats.clone() };
                 let report = warmup::replay(&servable, &file, &self.options.decode_limits)?;
-                tracing::info!(model = name, version, "warmup: {} records in {:.1} ms", report.records, report.elapsed.as_secs_f64() * 1e3);
+                tracing::info!(
+                    model = name,
+                    version,
+                    "warmup: {} records in {:.1} ms",
+                    report.records,
+                    report.elapsed.as_secs_f64() * 1e3
+                );
             }
         }
         Ok((model, stats))
@@ -387,7 +423,9 @@ impl ModelManager {
         let name = managed.config.name.clone();
         match managed.versions.remove(&v) {
             Some(Tracked::Available) => self.unload(&name, v),
-            Some(Tracked::Retrying { error, .. }) => self.registry.set_status(&name, v, ServableState::End, Some(error)),
+            Some(Tracked::Retrying { error, .. }) => {
+                self.registry.set_status(&name, v, ServableState::End, Some(error))
+            }
             Some(Tracked::Failed { .. }) | None => {}
         }
     }
@@ -400,7 +438,12 @@ impl ModelManager {
                 std::thread::sleep(Duration::from_millis(2));
             }
             if Arc::strong_count(&model) > 1 {
-                tracing::warn!(model = name, version = v, "requests still running after {:?}; freed when they end", self.options.drain_timeout);
+                tracing::warn!(
+                    model = name,
+                    version = v,
+                    "requests still running after {:?}; freed when they end",
+                    self.options.drain_timeout
+                );
             }
             drop(model);
         }

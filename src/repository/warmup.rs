@@ -117,9 +117,16 @@ fn run_one(servable: &Servable, log: pb::PredictionLog, limits: &DecodeLimits) -
         Some(LogType::PredictLog(p)) => {
             let request = p.request.unwrap_or_default();
             let signature = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
-            let call = crate::serving::prepare_predict(servable, &signature, request.inputs, &request.output_filter, |alias, t| {
-                decode(t, limits).map_err(|e| ServingError::new(e.code, format!("tensor parsing error: {alias} ({})", e.detail)))
-            })?;
+            let call = crate::serving::prepare_predict(
+                servable,
+                &signature,
+                request.inputs,
+                &request.output_filter,
+                |alias, t| {
+                    decode(t, limits)
+                        .map_err(|e| ServingError::new(e.code, format!("tensor parsing error: {alias} ({})", e.detail)))
+                },
+            )?;
             let start = Instant::now();
             crate::model::run_guarded(servable.model.as_ref(), call.signature_name, call.inputs, &call.outputs)?;
             servable.stats.record(start.elapsed());

@@ -52,7 +52,12 @@ impl<'a> Examples<'a> {
     /// Feature `key` of example `i`: its own, else the context's. An empty `Feature` counts as absent.
     fn feature(&self, i: usize, key: &str) -> Option<&'a Kind> {
         let own = self.examples[i].features.as_ref().and_then(|f| f.feature.get(key)).and_then(|f| f.kind.as_ref());
-        own.or_else(|| self.context.and_then(|c| c.features.as_ref()).and_then(|f| f.feature.get(key)).and_then(|f| f.kind.as_ref()))
+        own.or_else(|| {
+            self.context
+                .and_then(|c| c.features.as_ref())
+                .and_then(|f| f.feature.get(key))
+                .and_then(|f| f.kind.as_ref())
+        })
     }
 
     /// One tensor per signature input, batched over the examples.
@@ -68,7 +73,13 @@ impl<'a> Examples<'a> {
         Ok(out)
     }
 
-    fn column(&self, key: &str, spec: &TensorSpec, default: Option<&Tensor>, max_bytes: usize) -> Result<Tensor, ServingError> {
+    fn column(
+        &self,
+        key: &str,
+        spec: &TensorSpec,
+        default: Option<&Tensor>,
+        max_bytes: usize,
+    ) -> Result<Tensor, ServingError> {
         let per_example = per_example_shape(key, spec)?;
         let count: usize = per_example.iter().product();
         let n = self.len();
@@ -104,7 +115,11 @@ impl<'a> Examples<'a> {
     }
 
     /// Gathers `ctx.count` values per example with `take`, falling back to the default.
-    fn collect<T: Clone>(&self, ctx: &Ctx, take: impl Fn(&Kind, &Ctx, usize, &mut Vec<T>) -> Result<(), ServingError>) -> Result<Vec<T>, ServingError>
+    fn collect<T: Clone>(
+        &self,
+        ctx: &Ctx,
+        take: impl Fn(&Kind, &Ctx, usize, &mut Vec<T>) -> Result<(), ServingError>,
+    ) -> Result<Vec<T>, ServingError>
     where
         T: FromDefault,
     {
@@ -195,7 +210,9 @@ fn per_example_shape(key: &str, spec: &TensorSpec) -> Result<Vec<usize>, Serving
     rest.iter().map(|d| usize::try_from(*d).map_err(|_| bad())).collect()
 }
 
-fn floats<T>(convert: impl Fn(f32) -> Result<T, f32>) -> impl Fn(&Kind, &Ctx, usize, &mut Vec<T>) -> Result<(), ServingError> {
+fn floats<T>(
+    convert: impl Fn(f32) -> Result<T, f32>,
+) -> impl Fn(&Kind, &Ctx, usize, &mut Vec<T>) -> Result<(), ServingError> {
     move |kind, ctx, i, out| match kind {
         Kind::FloatList(list) => {
             ctx.check_len(i, list.value.len())?;
@@ -208,7 +225,9 @@ fn floats<T>(convert: impl Fn(f32) -> Result<T, f32>) -> impl Fn(&Kind, &Ctx, us
     }
 }
 
-fn ints<T>(convert: impl Fn(i64) -> Result<T, i64>) -> impl Fn(&Kind, &Ctx, usize, &mut Vec<T>) -> Result<(), ServingError> {
+fn ints<T>(
+    convert: impl Fn(i64) -> Result<T, i64>,
+) -> impl Fn(&Kind, &Ctx, usize, &mut Vec<T>) -> Result<(), ServingError> {
     move |kind, ctx, i, out| match kind {
         Kind::Int64List(list) => {
             ctx.check_len(i, list.value.len())?;
@@ -292,9 +311,9 @@ impl FromDefault for Bytes {
 /// feature, an integer or bool is int64, a string or `{"b64": ...}` is bytes; a list takes
 /// its kind from its elements (integers may sit in a float list).
 pub fn input_from_json(body: &serde_json::Value, verb: &str) -> Result<(String, pb::Input), ServingError> {
-    let object = body
-        .as_object()
-        .ok_or_else(|| ServingError::invalid_argument("JSON Value is not an object: the request body must be {\"examples\": [...]}"))?;
+    let object = body.as_object().ok_or_else(|| {
+        ServingError::invalid_argument("JSON Value is not an object: the request body must be {\"examples\": [...]}")
+    })?;
     let signature_name = match object.get("signature_name") {
         None => String::new(),
         Some(serde_json::Value::String(s)) => s.clone(),
@@ -302,7 +321,11 @@ pub fn input_from_json(body: &serde_json::Value, verb: &str) -> Result<(String, 
     };
     let examples = object
         .get("examples")
-        .ok_or_else(|| ServingError::invalid_argument(format!("When method is {verb}, key 'examples' is expected and was not found")))?
+        .ok_or_else(|| {
+            ServingError::invalid_argument(format!(
+                "When method is {verb}, key 'examples' is expected and was not found"
+            ))
+        })?
         .as_array()
         .ok_or_else(|| ServingError::invalid_argument("'examples' must be an array of objects"))?;
     let examples = examples
@@ -366,7 +389,10 @@ fn feature_from_json(v: &serde_json::Value) -> Result<Option<Kind>, String> {
     let mixed = || "a feature's values must all be numbers or all be strings".to_string();
     Ok(Some(match first {
         Scalar::Bytes(_) => Kind::BytesList(tf::BytesList {
-            value: values.into_iter().map(|s| if let Scalar::Bytes(b) = s { Ok(b) } else { Err(mixed()) }).collect::<Result<_, _>>()?,
+            value: values
+                .into_iter()
+                .map(|s| if let Scalar::Bytes(b) = s { Ok(b) } else { Err(mixed()) })
+                .collect::<Result<_, _>>()?,
         }),
         _ if any_float => Kind::FloatList(tf::FloatList {
             value: values
@@ -379,7 +405,10 @@ fn feature_from_json(v: &serde_json::Value) -> Result<Option<Kind>, String> {
                 .collect::<Result<_, _>>()?,
         }),
         _ => Kind::Int64List(tf::Int64List {
-            value: values.into_iter().map(|s| if let Scalar::Int(i) = s { Ok(i) } else { Err(mixed()) }).collect::<Result<_, _>>()?,
+            value: values
+                .into_iter()
+                .map(|s| if let Scalar::Int(i) = s { Ok(i) } else { Err(mixed()) })
+                .collect::<Result<_, _>>()?,
         }),
     }))
 }

@@ -97,7 +97,9 @@ impl TensorBuilder {
         match self.dims[depth] {
             None => self.dims[depth] = Some(len),
             Some(prev) if prev != len => {
-                return Err(format!("Expecting tensor size of {prev} at depth {depth} but got {len}: every row must have the same shape"))
+                return Err(format!(
+                "Expecting tensor size of {prev} at depth {depth} but got {len}: every row must have the same shape"
+            ))
             }
             _ => {}
         }
@@ -107,7 +109,9 @@ impl TensorBuilder {
     fn leaf(&mut self, depth: usize) -> Result<(), String> {
         match self.leaf_depth {
             None => self.leaf_depth = Some(depth),
-            Some(d) if d != depth => return Err("Expecting a list of the same depth everywhere: ragged lists are not a tensor".into()),
+            Some(d) if d != depth => {
+                return Err("Expecting a list of the same depth everywhere: ragged lists are not a tensor".into())
+            }
             _ => {}
         }
         Ok(())
@@ -371,10 +375,9 @@ pub fn parse_instances(raw: &str, mut builders: InputBuilders) -> Result<TensorM
                     return b.push_b64(&encoded).map_err(A::Error::custom);
                 }
                 first = false;
-                let i = self
-                    .builders
-                    .index(&key)
-                    .ok_or_else(|| A::Error::custom(format!("instance has an input {key} that is not in the signature")))?;
+                let i = self.builders.index(&key).ok_or_else(|| {
+                    A::Error::custom(format!("instance has an input {key} that is not in the signature"))
+                })?;
                 if std::mem::replace(&mut seen[i], true) {
                     return Err(A::Error::custom(format!("input {key} appears twice in one instance")));
                 }
@@ -411,7 +414,9 @@ pub fn parse_inputs(raw: &str, mut builders: InputBuilders) -> Result<TensorMap,
     impl Columns<'_> {
         fn single<E: serde::de::Error>(&mut self) -> Result<Node<'_>, E> {
             if self.0.inputs.len() != 1 {
-                return Err(E::custom("'inputs' must be an object keyed by input name when the signature has several inputs"));
+                return Err(E::custom(
+                    "'inputs' must be an object keyed by input name when the signature has several inputs",
+                ));
             }
             Ok(Node { builder: &mut self.0.inputs[0].1, depth: 0 })
         }
@@ -450,15 +455,17 @@ pub fn parse_inputs(raw: &str, mut builders: InputBuilders) -> Result<TensorMap,
                     return b.push_b64(&encoded).map_err(A::Error::custom);
                 }
                 first = false;
-                let i = self
-                    .0
-                    .index(&key)
-                    .ok_or_else(|| A::Error::custom(format!("'inputs' has {key}, which is not an input of the signature")))?;
+                let i = self.0.index(&key).ok_or_else(|| {
+                    A::Error::custom(format!("'inputs' has {key}, which is not an input of the signature"))
+                })?;
                 seen[i] = true;
                 map.next_value_seed(Node { builder: &mut self.0.inputs[i].1, depth: 0 })?;
             }
             if let Some(i) = seen.iter().position(|s| !s) {
-                return Err(A::Error::custom(format!("Missing named input: {} in 'inputs' object", self.0.inputs[i].0)));
+                return Err(A::Error::custom(format!(
+                    "Missing named input: {} in 'inputs' object",
+                    self.0.inputs[i].0
+                )));
             }
             Ok(())
         }

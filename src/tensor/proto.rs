@@ -70,10 +70,7 @@ pub fn decode_shape(shape: Option<&TensorShapeProto>) -> Result<(Vec<usize>, usi
 /// Builds the proto shape of `dims`.
 pub fn encode_shape(dims: &[usize]) -> TensorShapeProto {
     TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|&size| tensor_shape_proto::Dim { size: size as i64, name: String::new() })
-            .collect(),
+        dim: dims.iter().map(|&size| tensor_shape_proto::Dim { size: size as i64, name: String::new() }).collect(),
         unknown_rank: false,
     }
 }
@@ -88,9 +85,8 @@ pub fn encode_shape_i64(dims: &[i64]) -> TensorShapeProto {
 
 /// Decodes a `TensorProto`, taking its buffers to avoid copies.
 pub fn decode(proto: TensorProto, limits: &DecodeLimits) -> Result<Tensor, DecodeError> {
-    let dtype = DataType::from_proto(proto.dtype).ok_or_else(|| {
-        DecodeError::invalid(format!("dtype {} is not supported", proto_dtype_name(proto.dtype)))
-    })?;
+    let dtype = DataType::from_proto(proto.dtype)
+        .ok_or_else(|| DecodeError::invalid(format!("dtype {} is not supported", proto_dtype_name(proto.dtype))))?;
     let (shape, n) = decode_shape(proto.tensor_shape.as_ref())?;
     let elem_bytes = dtype.size().unwrap_or(std::mem::size_of::<Bytes>());
     let total = (n as u128) * (elem_bytes as u128);
@@ -126,10 +122,7 @@ fn numeric_from_content<T: Element>(content: Bytes, n: usize) -> Result<TensorDa
         Some(b) => b,
         None => {
             // Unaligned (or big-endian host): one copy, element by element.
-            let values = content
-                .chunks_exact(size)
-                .map(|c| bytemuck::pod_read_unaligned::<T>(c))
-                .collect::<Vec<T>>();
+            let values = content.chunks_exact(size).map(|c| bytemuck::pod_read_unaligned::<T>(c)).collect::<Vec<T>>();
             #[cfg(not(target_endian = "little"))]
             compile_error!("tensor_content decoding assumes a little-endian host");
             Buffer::from_vec(values)
@@ -164,9 +157,7 @@ fn from_content(dtype: DataType, content: Bytes, n: usize) -> Result<TensorData,
                 match b {
                     0 => values.push(false),
                     1 => values.push(true),
-                    other => {
-                        return Err(DecodeError::invalid(format!("bool tensor_content holds the byte {other}")))
-                    }
+                    other => return Err(DecodeError::invalid(format!("bool tensor_content holds the byte {other}"))),
                 }
             }
             TensorData::Bool(values)
@@ -283,11 +274,8 @@ pub fn encode_owned(tensor: Tensor, as_content: bool) -> TensorProto {
         return encode(&tensor, true);
     }
     let (shape, data) = tensor.into_parts();
-    let mut p = TensorProto {
-        dtype: data.dtype().to_proto(),
-        tensor_shape: Some(encode_shape(&shape)),
-        ..Default::default()
-    };
+    let mut p =
+        TensorProto { dtype: data.dtype().to_proto(), tensor_shape: Some(encode_shape(&shape)), ..Default::default() };
     match data {
         TensorData::Float(b) => p.float_val = b.into_vec(),
         TensorData::Double(b) => p.double_val = b.into_vec(),
@@ -378,10 +366,12 @@ mod tests {
     #[test]
     fn tensor_content_must_match_the_shape_exactly() {
         let content = Bytes::from(bytemuck::cast_slice::<f32, u8>(&[1.0, 2.0, 3.0]).to_vec());
-        let p = TensorProto { dtype: 1, tensor_shape: shape(&[3]), tensor_content: content.clone(), ..Default::default() };
+        let p =
+            TensorProto { dtype: 1, tensor_shape: shape(&[3]), tensor_content: content.clone(), ..Default::default() };
         let t = decode(p, &limits()).unwrap();
         assert_eq!(t.as_slice::<f32>().unwrap(), &[1.0, 2.0, 3.0]);
-        let p = TensorProto { dtype: 1, tensor_shape: shape(&[4]), tensor_content: content.clone(), ..Default::default() };
+        let p =
+            TensorProto { dtype: 1, tensor_shape: shape(&[4]), tensor_content: content.clone(), ..Default::default() };
         assert_eq!(decode(p, &limits()).unwrap_err().code, Code::InvalidArgument);
         // tensor_content wins over the typed fields.
         let p = TensorProto {
@@ -449,7 +439,8 @@ mod tests {
 
     #[test]
     fn half_values_are_bit_patterns() {
-        let p = TensorProto { dtype: 19, tensor_shape: shape(&[2]), half_val: vec![0x3c00, 0xc000], ..Default::default() };
+        let p =
+            TensorProto { dtype: 19, tensor_shape: shape(&[2]), half_val: vec![0x3c00, 0xc000], ..Default::default() };
         let t = decode(p, &limits()).unwrap();
         let v = t.as_slice::<f16>().unwrap();
         assert_eq!(v[0].to_f32(), 1.0);
@@ -467,13 +458,23 @@ mod tests {
         assert_eq!(s[[0]], Bytes::from_static(b"hi"));
         assert_eq!(s[[1]], Bytes::new());
         assert_eq!(s[[2]], Bytes::from_static(b"abc"));
-        let bad = TensorProto { dtype: 7, tensor_shape: shape(&[2]), tensor_content: Bytes::from_static(b"\x05ab"), ..Default::default() };
+        let bad = TensorProto {
+            dtype: 7,
+            tensor_shape: shape(&[2]),
+            tensor_content: Bytes::from_static(b"\x05ab"),
+            ..Default::default()
+        };
         assert!(decode(bad, &limits()).is_err());
     }
 
     #[test]
     fn bad_bools_and_shapes_are_refused() {
-        let p = TensorProto { dtype: 10, tensor_shape: shape(&[2]), tensor_content: Bytes::from_static(b"\x01\x02"), ..Default::default() };
+        let p = TensorProto {
+            dtype: 10,
+            tensor_shape: shape(&[2]),
+            tensor_content: Bytes::from_static(b"\x01\x02"),
+            ..Default::default()
+        };
         assert!(decode(p, &limits()).is_err());
         let p = TensorProto { dtype: 1, tensor_shape: shape(&[-1]), ..Default::default() };
         assert_eq!(decode(p, &limits()).unwrap_err().code, Code::InvalidArgument);
@@ -489,7 +490,8 @@ mod tests {
 
     #[test]
     fn a_shape_bomb_is_refused_before_allocation() {
-        let p = TensorProto { dtype: 1, tensor_shape: shape(&[1 << 40, 1]), float_val: vec![1.0], ..Default::default() };
+        let p =
+            TensorProto { dtype: 1, tensor_shape: shape(&[1 << 40, 1]), float_val: vec![1.0], ..Default::default() };
         let e = decode(p, &limits()).unwrap_err();
         assert_eq!(e.code, Code::ResourceExhausted);
         let small = DecodeLimits { max_tensor_bytes: 1024 };
