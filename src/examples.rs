@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::backend::onnx::OnnxModel;
+use crate::backend::onnx::{OnnxLoader, OnnxSource};
 use crate::error::ServingError;
+use crate::model::Model;
 use crate::model::ModelRegistry;
 
 /// `half_plus_two` v123: y = 0.5 x + 2 (plus TF Serving's test heads y2 = 0.5 x + 3, y3 = 0.5 x2 + 3).
@@ -28,18 +29,26 @@ pub const BUNDLED: [(&str, i64, &[u8], Option<&str>); 3] = [
     ("digits_mlp", 1, DIGITS_MLP_ONNX, None),
 ];
 
-/// Loads one bundled model.
-pub fn load_bundled(bytes: &[u8], signatures: Option<&str>) -> Result<OnnxModel, ServingError> {
-    match signatures {
-        Some(text) => OnnxModel::with_signatures(bytes, text, "signatures.pbtxt"),
-        None => OnnxModel::from_bytes(bytes),
-    }
+/// Loads one bundled model with `loader`'s engine.
+pub fn load_bundled(
+    loader: &OnnxLoader,
+    bytes: &[u8],
+    signatures: Option<&str>,
+) -> Result<Arc<dyn Model>, ServingError> {
+    loader.load(&OnnxSource::from_bytes(bytes, signatures.map(|text| (text, "signatures.pbtxt")))?)
 }
 
-/// Loads every bundled model into `registry`.
-pub fn register_bundled(registry: &ModelRegistry) -> Result<(), ServingError> {
+/// Loads every bundled model into `registry` with `loader`'s engine.
+pub fn register_bundled_with(registry: &ModelRegistry, loader: &OnnxLoader) -> Result<(), ServingError> {
     for (name, version, bytes, signatures) in BUNDLED {
-        registry.insert(name, version, Arc::new(load_bundled(bytes, signatures)?));
+        let model = load_bundled(loader, bytes, signatures)?;
+        tracing::info!(model = name, version, "engine {}", model.engine().unwrap_or("native"));
+        registry.insert(name, version, model);
     }
     Ok(())
+}
+
+/// Loads every bundled model into `registry`, with the engine `TENSORSERVE_ONNX_ENGINE` names (default `auto`).
+pub fn register_bundled(registry: &ModelRegistry) -> Result<(), ServingError> {
+    register_bundled_with(registry, &OnnxLoader::from_env())
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{ArgAction, Parser};
 use std::time::Duration;
 
+use tensorserve::backend::onnx::{OnnxEngine, OnnxLoader};
 use tensorserve::model::ModelRegistry;
 use tensorserve::repository::{config, ManagerOptions, ModelManager, Platforms};
 use tensorserve::server::{self, ServeConfig, DEFAULT_MAX_MESSAGE_SIZE};
@@ -109,6 +110,40 @@ struct Flags {
     #[arg(long = "grpc_runtime_threads", default_value_t = 0)]
     grpc_runtime_threads: usize,
 
+    /// Engine for ONNX models: `auto` (onnxruntime when its library is found, else tract; each falls back to
+    /// the other), `onnxruntime` or `tract`. A config file's `model_platform` `onnxruntime`/`tract` overrides it.
+    #[arg(long = "onnx_engine", default_value = "auto")]
+    onnx_engine: OnnxEngine,
+
+    /// ONNX Runtime's shared library (else ORT_DYLIB_PATH, a `pip install onnxruntime`, the system path).
+    #[arg(long = "onnxruntime_library", value_name = "PATH")]
+    onnxruntime_library: Option<PathBuf>,
+
+    /// Threads of ONNX Runtime's intra-op pool, shared by all sessions (0 = one per core).
+    #[arg(long = "onnxruntime_intra_op_threads", default_value_t = 0)]
+    onnxruntime_intra_op_threads: usize,
+
+    /// Threads running independent graph nodes at once (0 or 1 = sequential execution).
+    #[arg(long = "onnxruntime_inter_op_threads", default_value_t = 0)]
+    onnxruntime_inter_op_threads: usize,
+
+    /// ONNX Runtime sessions per model version, the most runs of one version at once (0 = one per core).
+    #[arg(long = "onnxruntime_sessions", default_value_t = 0)]
+    onnxruntime_sessions: usize,
+
+    /// ONNX Runtime graph optimizations: disable, basic, extended or all.
+    #[arg(long = "onnxruntime_graph_optimization_level", default_value = "all")]
+    onnxruntime_graph_optimization_level: String,
+
+    /// Keep optimized graphs here, keyed by each model file's content, so reloads skip optimization.
+    #[arg(long = "onnxruntime_optimized_model_dir", value_name = "DIR")]
+    onnxruntime_optimized_model_dir: Option<PathBuf>,
+
+    /// Let ONNX Runtime's pool threads spin while waiting for work (lower latency alone, busier cores).
+    #[arg(long = "onnxruntime_spin", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    onnxruntime_spin: bool,
+
     /// Address the gRPC and REST ports bind to.
     #[arg(long = "grpc_bind_address", default_value = "0.0.0.0")]
     grpc_bind_address: std::net::IpAddr,
@@ -154,17 +189,19 @@ fn run() -> Result<(), server::BoxError> {
         return Err("--rest_api_port must differ from --port".into());
     }
 
+    start_onnxruntime(&flags)?;
+    let platforms = Platforms::with_onnx_engine(flags.onnx_engine);
     let registry = Arc::new(ModelRegistry::new());
     let decode_limits = DecodeLimits { max_tensor_bytes: flags.max_message_size_bytes };
     let (models, config_text) = if let Some(file) = &flags.model_config_file {
         let text = std::fs::read_to_string(file)
             .map_err(|e| format!("cannot read model config file {}: {e}", file.display()))?;
         let parsed = config::parse_text(&text, &file.display().to_string()).map_err(|e| e.message)?;
-        (config::validate(&parsed, &Platforms::new().names()).map_err(|e| e.message)?, Some(text))
+        (config::validate(&parsed, &platforms.names()).map_err(|e| e.message)?, Some(text))
     } else if let Some(base) = &flags.model_base_path {
         (config::single_model(&flags.model_name, base).map_err(|e| e.message)?, None)
     } else {
-        tensorserve::examples::register_bundled(&registry)?;
+        tensorserve::examples::register_bundled_with(&registry, &OnnxLoader::new(flags.onnx_engine))?;
         tracing::info!(
             "no --model_base_path or --model_config_file: serving the bundled examples {:?}",
             registry.model_names()
@@ -182,7 +219,7 @@ fn run() -> Result<(), server::BoxError> {
         decode_limits,
         ..ManagerOptions::default()
     };
-    let manager = ModelManager::start(registry.clone(), Platforms::new(), manager_options, models, config_text)?;
+    let manager = ModelManager::start(registry.clone(), platforms, manager_options, models, config_text)?;
     tracing::info!("serving models {:?}", registry.model_names());
 
     let config = ServeConfig {
@@ -214,5 +251,42 @@ fn run() -> Result<(), server::BoxError> {
         runtime.block_on(server::serve(registry, config, server::shutdown_signal()))?;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads ONNX Runtime now, so the log says at start which library serves (or why none does).
+#[cfg(feature = "onnxruntime")]
+fn start_onnxruntime(flags: &Flags) -> Result<(), server::BoxError> {
+    use tensorserve::backend::onnxruntime::{configure, runtime, OrtOptions};
+    configure(OrtOptions {
+        library: flags.onnxruntime_library.clone(),
+        intra_op_threads: flags.onnxruntime_intra_op_threads,
+        inter_op_threads: flags.onnxruntime_inter_op_threads,
+        sessions: flags.onnxruntime_sessions,
+        optimization: flags.onnxruntime_graph_optimization_level.parse()?,
+        optimized_model_dir: flags.onnxruntime_optimized_model_dir.clone(),
+        spin: flags.onnxruntime_spin,
+    });
+    // With tract chosen, the library loads only if a config entry asks for onnxruntime.
+    if flags.onnx_engine != OnnxEngine::Tract {
+        if let Err(why) = runtime() {
+            if flags.onnx_engine == OnnxEngine::OnnxRuntime {
+                tracing::error!("--onnx_engine onnxruntime, but {why}");
+            } else {
+                tracing::warn!("{why}; ONNX models run on tract");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// This build has no ONNX Runtime engine; its flags are accepted so one command line fits every build.
+#[cfg(not(feature = "onnxruntime"))]
+fn start_onnxruntime(flags: &Flags) -> Result<(), server::BoxError> {
+    if flags.onnx_engine == OnnxEngine::OnnxRuntime {
+        tracing::error!(
+            "--onnx_engine onnxruntime, but this build has no onnxruntime engine (cargo feature `onnxruntime`)"
+        );
+    }
     Ok(())
 }

@@ -170,6 +170,8 @@ pub fn prepare_predict<'a, R>(
             }
             None => match signature.defaults.get(alias) {
                 Some(t) => t.clone(),
+                // The model runs without it (an ONNX input backed by an initializer).
+                None if signature.optional.contains(alias) => continue,
                 None => {
                     let mut names: Vec<&String> = request_inputs.keys().chain(used.iter().copied()).collect();
                     names.sort();
@@ -195,7 +197,8 @@ pub fn prepare_predict<'a, R>(
     }
     // TensorFlow checks feed types in the signature's input order: arg[i].
     for (i, (alias, spec)) in signature.inputs.iter().enumerate() {
-        let got = inputs[alias].dtype();
+        let Some(input) = inputs.get(alias) else { continue };
+        let got = input.dtype();
         if got != spec.dtype {
             return Err(ServingError::invalid_argument(format!(
                 "Expects arg[{i}] to be {} but {} is provided",
@@ -214,7 +217,7 @@ fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {
 
 fn check_input_count<R>(signature: &Signature, request: &BTreeMap<String, R>) -> Result<(), ServingError> {
     let (sent, wanted) = (request.len(), signature.inputs.len());
-    if sent > wanted || (sent < wanted && signature.defaults.is_empty()) {
+    if sent > wanted || (sent < wanted && signature.defaults.is_empty() && signature.optional.is_empty()) {
         let extra: Vec<&String> = request.keys().filter(|k| !signature.inputs.contains_key(*k)).collect();
         let missing: Vec<&String> = signature.inputs.keys().filter(|k| !request.contains_key(*k)).collect();
         return Err(ServingError::invalid_argument(format!(

@@ -34,6 +34,7 @@ impl Features {
             outputs: [("outputs".to_string(), TensorSpec::new("out", DataType::Float, &[-1]))].into_iter().collect(),
             method_name: REGRESS_METHOD_NAME.to_string(),
             defaults: BTreeMap::new(),
+            optional: Default::default(),
         };
         // One value stands for all three weights; flag defaults to false.
         sig.defaults.insert("weights".into(), Tensor::from_vec(vec![1], vec![1.0f32]).unwrap());

@@ -245,7 +245,7 @@ impl tensorserve::repository::Platform for Gated {
         if dir.join("broken").exists() {
             return Err(ServingError::internal("this version is broken on purpose"));
         }
-        Ok(Arc::new(tensorserve::backend::onnx::OnnxModel::load_dir(dir)?))
+        tensorserve::backend::onnx::OnnxLoader::from_env().load_dir(dir)
     }
 }
 
@@ -675,7 +675,7 @@ fn unloaded_versions_are_freed() {
     let mut platforms = Platforms::new();
     platforms.register("counted", |d: &Path| -> Result<Arc<dyn Model>, ServingError> {
         LIVE_MODELS.fetch_add(1, Ordering::SeqCst);
-        Ok(Arc::new(Counted(Arc::new(tensorserve::backend::onnx::OnnxModel::load_dir(d)?))))
+        Ok(Arc::new(Counted(tensorserve::backend::onnx::OnnxLoader::from_env().load_dir(d)?)))
     });
     let mut m = model("m", dir.path(), VersionPolicy::Latest(1));
     m.platform = "counted".into();
@@ -760,7 +760,7 @@ fn signature_files_are_checked_at_load() {
     for (i, (text, want)) in cases.iter().enumerate() {
         let v = add_version(dir.path(), &(i + 1).to_string());
         std::fs::write(v.join("signatures.pbtxt"), text).unwrap();
-        let err = match tensorserve::backend::onnx::OnnxModel::load_dir(&v) {
+        let err = match tensorserve::backend::onnx::OnnxLoader::from_env().load_dir(&v) {
             Ok(_) => panic!("{text} loaded"),
             Err(e) => e,
         };
@@ -771,6 +771,6 @@ fn signature_files_are_checked_at_load() {
     // The parse error names the line and column.
     let v = add_version(dir.path(), "9");
     std::fs::write(v.join("signatures.pbtxt"), cases[2].0).unwrap();
-    let err = tensorserve::backend::onnx::OnnxModel::load_dir(&v).err().unwrap();
+    let err = tensorserve::backend::onnx::OnnxLoader::from_env().load_dir(&v).err().unwrap();
     assert!(err.message.contains("signatures.pbtxt:2:2: "), "{}", err.message);
 }

@@ -22,6 +22,12 @@ pub const SIGNATURE_DEF_MAP_TYPE_URL: &str = "type.googleapis.com/tensorflow.ser
 /// The only metadata field TF Serving serves.
 const SIGNATURE_DEF_FIELD: &str = "signature_def";
 
+/// Our extra metadata field: the engine serving the version, a `google.protobuf.StringValue`.
+pub const ENGINE_FIELD: &str = "engine";
+
+/// The type URL of the engine entry.
+pub const STRING_VALUE_TYPE_URL: &str = "type.googleapis.com/google.protobuf.StringValue";
+
 /// Implements both TF Serving services over one [`ServingCore`].
 #[derive(Clone)]
 pub struct GrpcApi {
@@ -149,7 +155,7 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
             )
             .into());
         }
-        if let Some(field) = request.metadata_field.iter().find(|f| *f != SIGNATURE_DEF_FIELD) {
+        if let Some(field) = request.metadata_field.iter().find(|f| *f != SIGNATURE_DEF_FIELD && *f != ENGINE_FIELD) {
             return Err(ServingError::invalid_argument(format!("Metadata field {field} is not supported")).into());
         }
         let servable = self.core.resolve(&spec.name, &version_choice(&spec))?;
@@ -162,17 +168,29 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
                 .map(|(name, sig)| (name.clone(), signature_def(sig, as_content)))
                 .collect(),
         };
-        let any = prost_types::Any {
-            type_url: SIGNATURE_DEF_MAP_TYPE_URL.to_string(),
-            value: prost::Message::encode_to_vec(&map),
-        };
+        let mut metadata = std::collections::BTreeMap::new();
+        if request.metadata_field.iter().any(|f| f == SIGNATURE_DEF_FIELD) {
+            let value = prost::Message::encode_to_vec(&map);
+            metadata.insert(
+                SIGNATURE_DEF_FIELD.to_string(),
+                prost_types::Any { type_url: SIGNATURE_DEF_MAP_TYPE_URL.to_string(), value },
+            );
+        }
+        // Beside TF Serving's field, always: which engine serves this version.
+        if let Some(engine) = servable.model.engine() {
+            let value = prost::Message::encode_to_vec(&engine.to_string());
+            metadata.insert(
+                ENGINE_FIELD.to_string(),
+                prost_types::Any { type_url: STRING_VALUE_TYPE_URL.to_string(), value },
+            );
+        }
         Ok(Response::new(pb::GetModelMetadataResponse {
             model_spec: Some(pb::ModelSpec {
                 name: spec.name,
                 signature_name: String::new(),
                 version_choice: Some(pb::model_spec::VersionChoice::Version(servable.version)),
             }),
-            metadata: [(SIGNATURE_DEF_FIELD.to_string(), any)].into_iter().collect(),
+            metadata,
         }))
     }
 }

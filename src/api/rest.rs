@@ -226,11 +226,19 @@ fn status(rest: &Rest, target: &ModelPath) -> Result<Response, ServingError> {
         .iter()
         .map(|s| {
             let status = s.status.clone().unwrap_or_default();
-            json!({
+            let mut entry = json!({
                 "version": s.version.to_string(),
                 "state": state_name(s.state),
                 "status": {"error_code": code_name(status.error_code), "error_message": status.error_message},
-            })
+            });
+            // Beside TF Serving's fields: the engine serving an available version.
+            if s.state == ServableState::Available as i32 {
+                let engine = rest.core.resolve(&target.name, &VersionChoice::Specific(s.version)).ok();
+                if let Some(engine) = engine.and_then(|v| v.model.engine()) {
+                    entry["engine"] = json!(engine);
+                }
+            }
+            entry
         })
         .collect();
     let body = json!({"name": target.name, "ready": ready, "model_version_status": versions});
@@ -320,7 +328,7 @@ fn metadata(rest: &Rest, target: &ModelPath) -> Result<Response, ServingError> {
     }
     let body = json!({
         "model_spec": {"name": target.name, "signature_name": "", "version": servable.version.to_string()},
-        "metadata": {"signature_def": {"signature_def": sigs}},
+        "metadata": {"signature_def": {"signature_def": sigs}, "engine": servable.model.engine()},
     });
     Ok(json_response(StatusCode::OK, serde_json::to_string_pretty(&body).expect("json")))
 }

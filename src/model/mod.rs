@@ -6,7 +6,7 @@ mod signature_def;
 pub use registry::{ModelRegistry, RunStats, Servable, ServableState, VersionChoice, VersionStatus};
 pub use signature_def::{parse_signature_defs, signatures_from_defs, SIGNATURES_FILE};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::ServingError;
 use crate::tensor::{DataType, Tensor};
@@ -60,6 +60,9 @@ pub struct Signature {
     /// Values used for inputs a request leaves out; for classify and regress, the value
     /// of a tf.Example feature an example leaves out (one example's worth).
     pub defaults: BTreeMap<String, Tensor>,
+    /// Inputs a request may leave out with no default: the model runs without them (ONNX graph
+    /// inputs backed by an initializer).
+    pub optional: BTreeSet<String>,
 }
 
 impl Signature {
@@ -73,6 +76,7 @@ impl Signature {
             outputs: outputs.into_iter().collect(),
             method_name: PREDICT_METHOD_NAME.to_string(),
             defaults: BTreeMap::new(),
+            optional: BTreeSet::new(),
         }
     }
 }
@@ -81,14 +85,19 @@ impl Signature {
 ///
 /// Implement it to serve your own Rust code beside the ONNX models. `run` is
 /// called with inputs already checked against the signature (every alias
-/// present, dtypes equal); it may block, since the server moves slow models
-/// off the async reactor.
+/// present but the signature's `optional` ones, dtypes equal); it may block, since
+/// the server moves models measured as slow off the async reactor.
 pub trait Model: Send + Sync + 'static {
     /// The signatures this model serves, by name (`serving_default` is the default).
     fn signatures(&self) -> &BTreeMap<String, Signature>;
 
     /// Runs `signature` on `inputs` and returns at least the aliases in `outputs`.
     fn run(&self, signature: &str, inputs: TensorMap, outputs: &[String]) -> Result<TensorMap, ServingError>;
+
+    /// The engine that runs this model (`onnxruntime`, `tract`), shown in logs and metadata; `None` for Rust models.
+    fn engine(&self) -> Option<&'static str> {
+        None
+    }
 
     /// Importance scores per instance (one list per batch row) for REST `:explain`.
     ///

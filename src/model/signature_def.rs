@@ -1,7 +1,7 @@
 //! Signatures declared in a file beside the model: a text-format `tensorflow.serving.SignatureDefMap`,
 //! the structure GetModelMetadata returns, completed from the model's own graph.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Signature, TensorSpec};
 use crate::error::ServingError;
@@ -30,11 +30,12 @@ pub fn parse_signature_defs(text: &str, origin: &str) -> Result<BTreeMap<String,
 ///
 /// A `TensorInfo` names a graph tensor; its dtype and shape may be left out and are then the
 /// graph's. A dtype that contradicts the graph is an error, so requests are checked against
-/// what the model really takes.
+/// what the model really takes. An alias naming a tensor in `optional` may be left out of requests.
 pub fn signatures_from_defs(
     defs: &BTreeMap<String, tf::SignatureDef>,
     graph_inputs: &BTreeMap<String, TensorSpec>,
     graph_outputs: &BTreeMap<String, TensorSpec>,
+    optional: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, Signature>, ServingError> {
     let mut out = BTreeMap::new();
     for (name, def) in defs {
@@ -63,7 +64,9 @@ pub fn signatures_from_defs(
             }
             defaults.insert(alias.clone(), tensor);
         }
-        out.insert(name.clone(), Signature { inputs, outputs, method_name, defaults });
+        let optional =
+            inputs.iter().filter(|(_, spec)| optional.contains(&spec.name)).map(|(a, _)| a.clone()).collect();
+        out.insert(name.clone(), Signature { inputs, outputs, method_name, defaults, optional });
     }
     Ok(out)
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::backend::onnx::{OnnxModel, MODEL_FILE};
+use crate::backend::onnx::{OnnxEngine, OnnxLoader, MODEL_FILE};
 use crate::error::ServingError;
 use crate::model::Model;
 
@@ -26,23 +26,23 @@ where
     }
 }
 
-/// ONNX through tract: `<version>/model.onnx`.
-pub struct OnnxPlatform;
+/// ONNX: `<version>/model.onnx`, run by the loader's engine (or the first that can, for `auto`).
+pub struct OnnxPlatform(pub OnnxLoader);
 
 impl Platform for OnnxPlatform {
     fn load(&self, version_dir: &Path) -> Result<Arc<dyn Model>, ServingError> {
-        Ok(Arc::new(OnnxModel::load_dir(version_dir)?))
+        self.0.load_dir(version_dir)
     }
 }
 
 /// `model_platform: "tensorflow"`: TF Serving configs say this, so a converted
 /// `model.onnx` in the version directory is served; a SavedModel alone gets advice.
-pub struct TensorflowPlatform;
+pub struct TensorflowPlatform(pub OnnxLoader);
 
 impl Platform for TensorflowPlatform {
     fn load(&self, version_dir: &Path) -> Result<Arc<dyn Model>, ServingError> {
         if version_dir.join(MODEL_FILE).is_file() {
-            return OnnxPlatform.load(version_dir);
+            return self.0.load_dir(version_dir);
         }
         let saved_model = ["saved_model.pb", "saved_model.pbtxt"].iter().any(|f| version_dir.join(f).is_file());
         let dir = version_dir.display();
@@ -66,17 +66,25 @@ pub struct Platforms {
 
 impl Default for Platforms {
     fn default() -> Self {
-        let mut p = Platforms { by_name: BTreeMap::new() };
-        p.register("onnx", OnnxPlatform);
-        p.register("tensorflow", TensorflowPlatform);
-        p
+        Platforms::with_onnx_engine(OnnxEngine::Auto)
     }
 }
 
 impl Platforms {
-    /// `onnx` and `tensorflow` (ONNX files in TF Serving layouts).
+    /// `onnx` and `tensorflow` (ONNX files in TF Serving layouts) with the `auto` engine,
+    /// `onnxruntime` and `tract` with that engine only.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// As [`Platforms::new`], with `engine` (the `--onnx_engine` flag) for `onnx` and `tensorflow`.
+    pub fn with_onnx_engine(engine: OnnxEngine) -> Self {
+        let mut p = Platforms { by_name: BTreeMap::new() };
+        p.register("onnx", OnnxPlatform(OnnxLoader::new(engine)));
+        p.register("tensorflow", TensorflowPlatform(OnnxLoader::new(engine)));
+        p.register("onnxruntime", OnnxPlatform(OnnxLoader::new(OnnxEngine::OnnxRuntime)));
+        p.register("tract", OnnxPlatform(OnnxLoader::new(OnnxEngine::Tract)));
+        p
     }
 
     /// Adds (or replaces) a platform.

@@ -1,11 +1,9 @@
-//! ONNX models through tract (pure Rust, nothing fetched at build or run time).
+//! The tract engine: ONNX graphs planned and run by tract (pure Rust, compiled in).
 //!
-//! A model directory holds `model.onnx`. Without a `signatures.pbtxt` beside it the model has
-//! one signature, `serving_default`, whose aliases are the graph's input and output names; with
-//! one, each declared signature runs its own plan, pruned to the tensors it names.
+//! Each signature runs its own plan, pruned to the tensors it names; shapes the graph does not
+//! declare get a plan of their own, built once.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,16 +12,10 @@ use tract_onnx::prelude::{
     TypedRunnableModel, TypedSimpleState,
 };
 
+use super::onnx::{GraphIo, GraphTensor, OnnxSource};
 use crate::error::ServingError;
-use crate::model::{
-    parse_signature_defs, signatures_from_defs, Model, Signature, TensorMap, TensorSpec, DEFAULT_SIGNATURE,
-    SIGNATURES_FILE,
-};
-use crate::proto::tensorflow as tf;
+use crate::model::{Model, Signature, TensorMap, TensorSpec, DEFAULT_SIGNATURE};
 use crate::tensor::{Buffer, DataType, Element, Tensor, TensorData};
-
-/// The file name tensorserve looks for inside a version directory.
-pub const MODEL_FILE: &str = "model.onnx";
 
 /// One input of a plan, in the order tract expects it.
 struct PlanInput {
@@ -49,8 +41,8 @@ struct Head {
     states: std::sync::Mutex<Vec<TypedSimpleState>>,
 }
 
-/// A loaded, optimised ONNX graph.
-pub struct OnnxModel {
+/// An ONNX model planned by tract.
+pub struct TractModel {
     /// Runnable heads by signature name.
     heads: BTreeMap<String, Head>,
     /// The signatures, as served.
@@ -86,87 +78,56 @@ fn dtype_of(dt: DatumType) -> Option<DataType> {
     })
 }
 
-impl OnnxModel {
-    /// Loads `dir/model.onnx`, with the signatures of `dir/signatures.pbtxt` when it exists.
-    pub fn load_dir(dir: &Path) -> Result<OnnxModel, ServingError> {
-        let path = crate::repository::confined_file(dir, MODEL_FILE)
-            .map_err(|e| load_error(format!("{}: {e}", dir.join(MODEL_FILE).display())))?;
-        let bytes = std::fs::read(&path).map_err(|e| load_error(format!("{}: {e}", path.display())))?;
-        let declared = dir.join(SIGNATURES_FILE);
-        if declared.exists() {
-            let path = crate::repository::confined_file(dir, SIGNATURES_FILE)
-                .map_err(|e| load_error(format!("{}: {e}", declared.display())))?;
-            let text = std::fs::read_to_string(&path).map_err(|e| load_error(format!("{}: {e}", path.display())))?;
-            return OnnxModel::with_signatures(&bytes, &text, &path.display().to_string());
-        }
-        OnnxModel::from_bytes(&bytes)
-    }
-
-    /// Loads a model from its serialized bytes, with the one signature `serving_default`.
-    pub fn from_bytes(bytes: &[u8]) -> Result<OnnxModel, ServingError> {
-        OnnxModel::build(bytes, None)
-    }
-
-    /// Loads a model with the signatures declared in `signatures` (a text-format
-    /// `SignatureDefMap`; `origin` names it in errors).
-    pub fn with_signatures(bytes: &[u8], signatures: &str, origin: &str) -> Result<OnnxModel, ServingError> {
-        // A broken signature file is a load failure, like a broken model file.
-        let defs =
-            parse_signature_defs(signatures, origin).map_err(|e| ServingError::failed_precondition(e.message))?;
-        OnnxModel::build(bytes, Some((defs, origin)))
-    }
-
-    fn build(
-        bytes: &[u8],
-        declared: Option<(BTreeMap<String, tf::SignatureDef>, &str)>,
-    ) -> Result<OnnxModel, ServingError> {
-        let mut reader = bytes;
-        let source = tract_onnx::onnx().model_for_read(&mut reader).map_err(load_error)?;
-        let typed = source.clone().into_optimized().map_err(load_error)?;
+impl TractModel {
+    /// Plans the model with tract: the whole graph for `serving_default`, or one graph pruned
+    /// to each declared signature's tensors.
+    pub fn load(source: &OnnxSource) -> Result<TractModel, ServingError> {
+        let mut reader = source.bytes.as_slice();
+        let graph_source = tract_onnx::onnx().model_for_read(&mut reader).map_err(load_error)?;
+        let typed = graph_source.clone().into_optimized().map_err(load_error)?;
         let full_plan = typed.into_runnable().map_err(load_error)?;
-        let graph = full_plan.model();
-
-        let mut graph_inputs = BTreeMap::new();
-        let mut input_order = Vec::new();
-        for (i, outlet) in graph.input_outlets().map_err(load_error)?.iter().enumerate() {
-            let fact = graph.input_fact(i).map_err(load_error)?;
-            let name = graph.node(outlet.node).name.clone();
-            let dtype = dtype_of(fact.datum_type)
-                .ok_or_else(|| load_error(format!("input {name} has unsupported type {:?}", fact.datum_type)))?;
-            let shape: Vec<i64> = fact.shape.iter().map(|d| d.as_i64().unwrap_or(-1)).collect();
-            graph_inputs.insert(name.clone(), TensorSpec::new(name.clone(), dtype, &shape));
-            input_order.push(name);
-        }
-        let mut graph_outputs = BTreeMap::new();
-        let mut output_order = Vec::new();
-        for (i, outlet) in graph.output_outlets().map_err(load_error)?.iter().enumerate() {
-            let fact = graph.output_fact(i).map_err(load_error)?;
-            let name =
-                graph.outlet_label(*outlet).map(str::to_string).unwrap_or_else(|| graph.node(outlet.node).name.clone());
-            let dtype = dtype_of(fact.datum_type)
-                .ok_or_else(|| load_error(format!("output {name} has unsupported type {:?}", fact.datum_type)))?;
-            let shape: Vec<i64> = fact.shape.iter().map(|d| d.as_i64().unwrap_or(-1)).collect();
-            graph_outputs.insert(name.clone(), TensorSpec::new(name.clone(), dtype, &shape));
-            output_order.push(name);
-        }
-
-        let Some((defs, origin)) = declared else {
+        let io = graph_io(full_plan.model())?;
+        let signatures = io.signatures(source.declared.as_ref())?;
+        let graph_inputs: BTreeMap<String, TensorSpec> =
+            io.inputs.iter().map(|t| (t.name.clone(), TensorSpec::new(t.name.clone(), t.dtype, &t.shape))).collect();
+        let Some((_, origin)) = &source.declared else {
             // No signature file: one head over the whole graph, aliases = tensor names.
-            let head = Head::new(full_plan, source, &input_order, &output_order, &graph_inputs)?;
-            let signatures =
-                BTreeMap::from([(DEFAULT_SIGNATURE.to_string(), Signature::predict(graph_inputs, graph_outputs))]);
-            return Ok(OnnxModel { heads: BTreeMap::from([(DEFAULT_SIGNATURE.to_string(), head)]), signatures });
+            let input_order: Vec<String> = io.inputs.iter().map(|t| t.name.clone()).collect();
+            let output_order: Vec<String> = io.outputs.iter().map(|t| t.name.clone()).collect();
+            let head = Head::new(full_plan, graph_source, &input_order, &output_order, &graph_inputs)?;
+            return Ok(TractModel { heads: BTreeMap::from([(DEFAULT_SIGNATURE.to_string(), head)]), signatures });
         };
-        let signatures = signatures_from_defs(&defs, &graph_inputs, &graph_outputs)
-            .map_err(|e| load_error(format!("{origin}: {}", e.message)))?;
         let mut heads = BTreeMap::new();
         for (name, sig) in &signatures {
-            let head = Head::pruned(&source, sig, &graph_inputs)
+            let head = Head::pruned(&graph_source, sig, &graph_inputs)
                 .map_err(|e| load_error(format!("{origin}: signature {name}: {e}")))?;
             heads.insert(name.clone(), head);
         }
-        Ok(OnnxModel { heads, signatures })
+        Ok(TractModel { heads, signatures })
     }
+}
+
+/// The plan's inputs and outputs; tract folds initializer-backed inputs into constants, so none is optional.
+fn graph_io(graph: &tract_onnx::prelude::TypedModel) -> Result<GraphIo, ServingError> {
+    let mut io = GraphIo::default();
+    for (i, outlet) in graph.input_outlets().map_err(load_error)?.iter().enumerate() {
+        let fact = graph.input_fact(i).map_err(load_error)?;
+        let name = graph.node(outlet.node).name.clone();
+        let dtype = dtype_of(fact.datum_type)
+            .ok_or_else(|| load_error(format!("input {name} has unsupported type {:?}", fact.datum_type)))?;
+        let shape = fact.shape.iter().map(|d| d.as_i64().unwrap_or(-1)).collect();
+        io.inputs.push(GraphTensor { name, dtype, shape });
+    }
+    for (i, outlet) in graph.output_outlets().map_err(load_error)?.iter().enumerate() {
+        let fact = graph.output_fact(i).map_err(load_error)?;
+        let name =
+            graph.outlet_label(*outlet).map(str::to_string).unwrap_or_else(|| graph.node(outlet.node).name.clone());
+        let dtype = dtype_of(fact.datum_type)
+            .ok_or_else(|| load_error(format!("output {name} has unsupported type {:?}", fact.datum_type)))?;
+        let shape = fact.shape.iter().map(|d| d.as_i64().unwrap_or(-1)).collect();
+        io.outputs.push(GraphTensor { name, dtype, shape });
+    }
+    Ok(io)
 }
 
 impl Head {
@@ -428,9 +389,13 @@ fn tract_datum(d: DataType) -> Option<DatumType> {
     })
 }
 
-impl Model for OnnxModel {
+impl Model for TractModel {
     fn signatures(&self) -> &BTreeMap<String, Signature> {
         &self.signatures
+    }
+
+    fn engine(&self) -> Option<&'static str> {
+        Some("tract")
     }
 
     fn run(&self, signature: &str, inputs: TensorMap, outputs: &[String]) -> Result<TensorMap, ServingError> {
