@@ -6,22 +6,39 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i32)]
 pub enum Code {
+    /// Not an error.
     Ok = 0,
+    /// The caller cancelled the operation.
     Cancelled = 1,
+    /// An error of no other kind.
     Unknown = 2,
+    /// The request is malformed whatever the server's state.
     InvalidArgument = 3,
+    /// The deadline passed before the work finished.
     DeadlineExceeded = 4,
+    /// A named model, version or label does not exist.
     NotFound = 5,
+    /// What the request creates exists already.
     AlreadyExists = 6,
+    /// The caller may not do this.
     PermissionDenied = 7,
+    /// A size or resource limit was reached.
     ResourceExhausted = 8,
+    /// The server is not in a state to do this (e.g. a signature the model lacks).
     FailedPrecondition = 9,
+    /// The operation was aborted, typically by a concurrency conflict.
     Aborted = 10,
+    /// A value lies past a valid range.
     OutOfRange = 11,
+    /// The server does not offer this operation.
     Unimplemented = 12,
+    /// A broken invariant inside the server.
     Internal = 13,
+    /// Not available now (e.g. a model still loading); retrying may help.
     Unavailable = 14,
+    /// Unrecoverable data loss or corruption.
     DataLoss = 15,
+    /// The caller has no valid credentials.
     Unauthenticated = 16,
 }
 
@@ -68,24 +85,31 @@ pub struct ServingError {
 pub const MAX_ERROR_MESSAGE_LEN: usize = 1024;
 
 impl ServingError {
+    /// An error with `code` and `message`.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         ServingError { code, message: message.into() }
     }
+    /// INVALID_ARGUMENT: the request itself is wrong.
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Self::new(Code::InvalidArgument, message)
     }
+    /// NOT_FOUND: no such model, version or label.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(Code::NotFound, message)
     }
+    /// FAILED_PRECONDITION: the server's state refuses it.
     pub fn failed_precondition(message: impl Into<String>) -> Self {
         Self::new(Code::FailedPrecondition, message)
     }
+    /// UNIMPLEMENTED: not offered.
     pub fn unimplemented(message: impl Into<String>) -> Self {
         Self::new(Code::Unimplemented, message)
     }
+    /// INTERNAL: the server broke.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(Code::Internal, message)
     }
+    /// RESOURCE_EXHAUSTED: a limit was reached.
     pub fn resource_exhausted(message: impl Into<String>) -> Self {
         Self::new(Code::ResourceExhausted, message)
     }

@@ -459,7 +459,7 @@ fn bad_configs_are_refused_with_their_messages() {
         (
             "model_config_list { config { name: 'a' base_path: '/x' model_platform: 'pytorch' } }",
             Code::InvalidArgument,
-            "Model a has unknown model_platform \"pytorch\"; this server knows onnx, tensorflow",
+            "Model a has unknown model_platform \"pytorch\"; this server knows onnx, onnxruntime, tensorflow, tract",
         ),
         (
             "model_config_list { config { name: 'a/../../b' base_path: '/x' } }",

@@ -149,10 +149,11 @@ async fn status_metadata_list_and_ready() {
     assert_eq!(s, 200);
     assert_eq!(v["name"], "half_plus_two");
     assert_eq!(v["ready"], true);
-    assert_eq!(
-        v["model_version_status"],
-        json!([{"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}])
-    );
+    // Beside TF Serving's fields, the engine serving the version.
+    let mut versions = v["model_version_status"].clone();
+    let engine = versions[0].as_object_mut().unwrap().remove("engine").unwrap();
+    assert!(engine == "tract" || engine == "onnxruntime", "{engine}");
+    assert_eq!(versions, json!([{"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]));
     let (s, v) = json_call(addr, "GET", "/v1/models/half_plus_two/versions/123", None).await;
     assert_eq!((s, v["ready"].clone()), (200, json!(true)));
     let (s, v) = json_call(addr, "GET", "/v1/models", None).await;
@@ -163,6 +164,7 @@ async fn status_metadata_list_and_ready() {
     let x = &v["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]["x"];
     assert_eq!(x["dtype"], "DT_FLOAT");
     assert_eq!(x["tensor_shape"]["dim"][0]["size"], "-1");
+    assert!(["tract", "onnxruntime"].contains(&v["metadata"]["engine"].as_str().unwrap()), "{v}");
     let (s, v) = json_call(addr, "GET", "/", None).await;
     assert_eq!((s, v), (200, json!({"status": "alive"})));
 }

@@ -17,10 +17,15 @@ use crate::error::{Code, ServingError};
 /// Lifecycle states, numbered as in `ModelVersionStatus.State`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServableState {
+    /// Known to the manager, not loading yet.
     Start = 10,
+    /// Being loaded (and warmed up).
     Loading = 20,
+    /// Serving requests.
     Available = 30,
+    /// Draining its in-flight requests.
     Unloading = 40,
+    /// Unloaded, or failed to load (the status says which).
     End = 50,
 }
 

@@ -15,19 +15,33 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 /// The element types tensorserve carries (a subset of `tensorflow.DataType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DataType {
+    /// 32-bit float (`DT_FLOAT`).
     Float,
+    /// 64-bit float (`DT_DOUBLE`).
     Double,
+    /// Signed 8-bit integer.
     Int8,
+    /// Signed 16-bit integer.
     Int16,
+    /// Signed 32-bit integer.
     Int32,
+    /// Signed 64-bit integer.
     Int64,
+    /// Unsigned 8-bit integer.
     UInt8,
+    /// Unsigned 16-bit integer.
     UInt16,
+    /// Unsigned 32-bit integer.
     UInt32,
+    /// Unsigned 64-bit integer.
     UInt64,
+    /// Boolean.
     Bool,
+    /// Byte string (`DT_STRING`; not necessarily UTF-8).
     String,
+    /// IEEE 16-bit float (`DT_HALF`).
     Half,
+    /// Brain 16-bit float (`DT_BFLOAT16`).
     BFloat16,
 }
 
@@ -180,19 +194,33 @@ impl<T: bytemuck::Pod> Buffer<T> {
 /// The typed storage of a tensor.
 #[derive(Clone, Debug)]
 pub enum TensorData {
+    /// 32-bit float (`DT_FLOAT`) values.
     Float(Buffer<f32>),
+    /// 64-bit float (`DT_DOUBLE`) values.
     Double(Buffer<f64>),
+    /// Signed 8-bit integer values.
     Int8(Buffer<i8>),
+    /// Signed 16-bit integer values.
     Int16(Buffer<i16>),
+    /// Signed 32-bit integer values.
     Int32(Buffer<i32>),
+    /// Signed 64-bit integer values.
     Int64(Buffer<i64>),
+    /// Unsigned 8-bit integer values.
     UInt8(Buffer<u8>),
+    /// Unsigned 16-bit integer values.
     UInt16(Buffer<u16>),
+    /// Unsigned 32-bit integer values.
     UInt32(Buffer<u32>),
+    /// Unsigned 64-bit integer values.
     UInt64(Buffer<u64>),
+    /// IEEE 16-bit float (`DT_HALF`) values.
     Half(Buffer<f16>),
+    /// Brain 16-bit float (`DT_BFLOAT16`) values.
     BFloat16(Buffer<bf16>),
+    /// Boolean values.
     Bool(Vec<bool>),
+    /// Byte string (`DT_STRING`; not necessarily UTF-8) values.
     String(Vec<Bytes>),
 }
 
@@ -257,8 +285,11 @@ pub struct Tensor {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("shape {shape:?} holds {expected} elements but {actual} values were given")]
 pub struct ShapeMismatch {
+    /// The shape asked for.
     pub shape: Vec<usize>,
+    /// The element count it needs.
     pub expected: usize,
+    /// The values given.
     pub actual: usize,
 }
 

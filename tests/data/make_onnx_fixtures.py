@@ -22,25 +22,23 @@ def save(name, graph, opset, ir_version=8):
 
 
 def if_branch():
-    # y = cond ? x + 1 : x * 2, with a data-dependent control-flow node.
-    one = numpy_helper.from_array(np.array([1.0], dtype=np.float32), "one")
-    two = numpy_helper.from_array(np.array([2.0], dtype=np.float32), "two")
-    then_g = helper.make_graph([helper.make_node("Add", ["x", "one"], ["then_y"])], "then", [],
-                               [helper.make_tensor_value_info("then_y", TensorProto.FLOAT, ["N"])])
-    else_g = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["else_y"])], "else", [],
-                               [helper.make_tensor_value_info("else_y", TensorProto.FLOAT, ["N"])])
+    # y = cond ? x : concat(x, x): branches of different shapes, which tract's analysis refuses.
+    then_g = helper.make_graph([helper.make_node("Identity", ["x"], ["then_y"])], "then", [],
+                               [helper.make_tensor_value_info("then_y", TensorProto.FLOAT, ["A"])])
+    else_g = helper.make_graph([helper.make_node("Concat", ["x", "x"], ["else_y"], axis=0)], "else", [],
+                               [helper.make_tensor_value_info("else_y", TensorProto.FLOAT, ["B"])])
     node = helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g)
     g = helper.make_graph([node], "if_branch",
                           [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
                            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])], [one, two])
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M"])])
     save("if_branch", g, 18)
 
 
 def resize_scales():
-    # Nearest-neighbour 2x upsampling of an NCHW image with symbolic dims, opset 19.
-    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "scales")
-    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")
+    # Antialiased linear 2x downsampling of an NCHW image with symbolic dims (antialias is opset 18+).
+    scales = numpy_helper.from_array(np.array([1, 1, 0.5, 0.5], dtype=np.float32), "scales")
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear", antialias=1)
     g = helper.make_graph([node], "resize_scales",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "C", "H", "W"])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "C", "H2", "W2"])], [scales])

@@ -655,14 +655,22 @@ impl Model for OrtModel {
             let selector = wanted.iter().fold(OutputSelector::no_default(), |s, name| s.with(*name));
             Some(RunOptions::new().map_err(|e| ServingError::internal(e.to_string()))?.with_outputs(selector))
         };
-        let pool = if head.fits(&named) { &head.pool } else { head.relaxed()? };
+        let fits = head.fits(&named);
+        // Said like tract's path, so a client sees one wording whatever the engine.
+        let misfit = |e: ServingError| {
+            let got: Vec<String> = named.iter().map(|(n, t)| format!("{n} {:?}", t.shape())).collect();
+            let reason = e.message.strip_prefix("model run failed: ").unwrap_or(&e.message).to_string();
+            ServingError::new(e.code, format!("the model cannot take input shapes {}: {reason}", got.join(", ")))
+        };
+        let pool = if fits { &head.pool } else { head.relaxed().map_err(misfit)? };
         let mut lease = pool.take();
         let session = lease.session.as_mut().expect("a lease holds its session until dropped");
         let mut results = match &subset {
             None => session.run(feeds),
             Some(options) => session.run_with_options(feeds, options),
         }
-        .map_err(run_error)?;
+        .map_err(run_error)
+        .map_err(|e| if fits { e } else { misfit(e) })?;
         let mut by_name: BTreeMap<&str, Tensor> = BTreeMap::new();
         for name in &wanted {
             let value =
