@@ -31,6 +31,10 @@ class Server:
         env = dict(os.environ, RUST_LOG="warn")
         cmd = [BIN, f"--port={self.port}", "--grpc_bind_address=127.0.0.1",
                f"--grpc_socket_path={self.socket_path}", f"--rest_api_port={self.rest_port}", *flags]
+        # The suite runs once per engine: TENSORSERVE_ONNX_ENGINE=tract|onnxruntime (default: the server's auto).
+        engine = os.environ.get("TENSORSERVE_ONNX_ENGINE")
+        if engine and not any(f.startswith("--onnx_engine") for f in flags):
+            cmd.append(f"--onnx_engine={engine}")
         # A file, not a pipe: nobody drains a pipe, and a full one would block the server's logging.
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, env=env, stderr=self.log)
