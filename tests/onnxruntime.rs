@@ -77,7 +77,11 @@ async fn serve(names: &[&str]) -> Server {
 }
 
 impl Server {
-    async fn predict(&mut self, model: &str, inputs: Vec<(&str, Tensor)>) -> Result<Vec<(String, Tensor)>, tonic::Status> {
+    async fn predict(
+        &mut self,
+        model: &str,
+        inputs: Vec<(&str, Tensor)>,
+    ) -> Result<Vec<(String, Tensor)>, tonic::Status> {
         let request = pb::PredictRequest {
             model_spec: Some(pb::ModelSpec { name: model.into(), ..Default::default() }),
             inputs: inputs.into_iter().map(|(k, t)| (k.to_string(), encode(&t, false))).collect(),
@@ -134,7 +138,10 @@ async fn an_initializer_backed_input_is_optional() {
     let out = s.predict("optional_bias", vec![("x", floats(&[1, 3], &[1.0, 2.0, 3.0]))]).await.unwrap();
     assert_eq!(values(&out[0].1).1, [11.0, 22.0, 33.0]);
     let out = s
-        .predict("optional_bias", vec![("x", floats(&[1, 3], &[1.0, 2.0, 3.0])), ("bias", floats(&[3], &[1.0, 1.0, 1.0]))])
+        .predict(
+            "optional_bias",
+            vec![("x", floats(&[1, 3], &[1.0, 2.0, 3.0])), ("bias", floats(&[3], &[1.0, 1.0, 1.0]))],
+        )
         .await
         .unwrap();
     assert_eq!(values(&out[0].1).1, [2.0, 3.0, 4.0]);
@@ -333,7 +340,8 @@ fn a_library_that_is_not_onnxruntime_is_refused_clearly() {
         assert!(log.contains("engine tract"), "{log}");
     }
     // onnxruntime required but unusable: the bundled models cannot load, and the reason is printed.
-    let (log, code) = server_log(&["--onnxruntime_library", "/nonexistent/libonnxruntime.so", "--onnx_engine", "onnxruntime"]);
+    let (log, code) =
+        server_log(&["--onnxruntime_library", "/nonexistent/libonnxruntime.so", "--onnx_engine", "onnxruntime"]);
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("/nonexistent/libonnxruntime.so"), "{log}");
 }

@@ -153,7 +153,10 @@ async fn status_metadata_list_and_ready() {
     let mut versions = v["model_version_status"].clone();
     let engine = versions[0].as_object_mut().unwrap().remove("engine").unwrap();
     assert!(engine == "tract" || engine == "onnxruntime", "{engine}");
-    assert_eq!(versions, json!([{"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]));
+    assert_eq!(
+        versions,
+        json!([{"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}])
+    );
     let (s, v) = json_call(addr, "GET", "/v1/models/half_plus_two/versions/123", None).await;
     assert_eq!((s, v["ready"].clone()), (200, json!(true)));
     let (s, v) = json_call(addr, "GET", "/v1/models", None).await;
