@@ -2,6 +2,8 @@
 //!
 //! `cargo bench --bench codec`
 
+#![allow(missing_docs)] // criterion_group! generates an undocumented public function.
+
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use prost::Message;

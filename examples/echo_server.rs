@@ -30,8 +30,8 @@ impl PredictionService for Echo {
         // Echo each input back under the name "y" with the same shape, like a model would.
         let outputs = request
             .inputs
-            .into_iter()
-            .map(|(_, t)| ("y".to_string(), tf::TensorProto { version_number: 0, ..t }))
+            .into_values()
+            .map(|t| ("y".to_string(), tf::TensorProto { version_number: 0, ..t }))
             .collect();
         Ok(Response::new(pb::PredictResponse { outputs, model_spec: request.model_spec }))
     }

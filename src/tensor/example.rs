@@ -98,9 +98,9 @@ impl<'a> Examples<'a> {
         shape.extend_from_slice(&per_example);
         let ctx = Ctx { key, spec, per_example: &per_example, count, default };
         let tensor = match spec.dtype {
-            DataType::Float => Tensor::from_vec(shape, self.collect(&ctx, floats(|v| Ok(v)))?),
+            DataType::Float => Tensor::from_vec(shape, self.collect(&ctx, floats(Ok))?),
             DataType::Double => Tensor::from_vec(shape, self.collect(&ctx, floats(|v| Ok(v as f64)))?),
-            DataType::Int64 => Tensor::from_vec(shape, self.collect(&ctx, ints(|v| Ok(v)))?),
+            DataType::Int64 => Tensor::from_vec(shape, self.collect(&ctx, ints(Ok))?),
             DataType::Int32 => Tensor::from_vec(shape, self.collect(&ctx, ints(|v| i32::try_from(v).map_err(|_| v)))?),
             DataType::Bool => Tensor::from_bools(shape, self.collect(&ctx, ints(|v| Ok(v != 0)))?),
             DataType::String => Tensor::from_strings(shape, self.collect(&ctx, strings)?),
@@ -115,14 +115,11 @@ impl<'a> Examples<'a> {
     }
 
     /// Gathers `ctx.count` values per example with `take`, falling back to the default.
-    fn collect<T: Clone>(
+    fn collect<T: Clone + FromDefault>(
         &self,
         ctx: &Ctx,
         take: impl Fn(&Kind, &Ctx, usize, &mut Vec<T>) -> Result<(), ServingError>,
-    ) -> Result<Vec<T>, ServingError>
-    where
-        T: FromDefault,
-    {
+    ) -> Result<Vec<T>, ServingError> {
         let mut values = Vec::with_capacity(self.len() * ctx.count);
         for i in 0..self.len() {
             match self.feature(i, ctx.key) {

@@ -322,7 +322,7 @@ pub fn parse_instances(raw: &str, mut builders: InputBuilders) -> Result<TensorM
             d.deserialize_any(self)
         }
     }
-    impl<'de> Row<'_> {
+    impl Row<'_> {
         fn single<E: serde::de::Error>(&mut self) -> Result<&mut TensorBuilder, E> {
             if self.builders.inputs.len() != 1 {
                 return Err(E::custom(

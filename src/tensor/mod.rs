@@ -462,7 +462,7 @@ mod tests {
         assert_eq!(b.as_slice().as_ptr() as *const u8, bytes.as_ptr());
         // A one-byte offset breaks alignment, so the caller must copy.
         let odd = Bytes::from(vec![0u8; 9]).slice(1..9);
-        if odd.as_ptr() as usize % 4 != 0 {
+        if !(odd.as_ptr() as usize).is_multiple_of(4) {
             assert!(Buffer::<f32>::from_bytes_aligned(odd).is_none());
         }
     }

@@ -6,7 +6,7 @@ use tensorserve::server::GrpcServices;
 use tokio::sync::oneshot;
 
 /// Serves `services` on 127.0.0.1:0 until the returned sender is dropped.
-pub async fn spawn_grpc(services: GrpcServices) -> (SocketAddr, oneshot::Sender<()>) {
+pub(crate) async fn spawn_grpc(services: GrpcServices) -> (SocketAddr, oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();

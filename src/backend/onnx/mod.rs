@@ -193,7 +193,14 @@ impl OnnxLoader {
     pub fn load(&self, source: &OnnxSource) -> Result<Arc<dyn Model>, ServingError> {
         let mut failures = Vec::new();
         for engine in self.engine.candidates() {
-            match load_with(engine, source, self.engine == OnnxEngine::Auto) {
+            // An engine that panics on an odd graph has failed to load it; the next one may not.
+            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                load_with(engine, source, self.engine == OnnxEngine::Auto)
+            }))
+            .unwrap_or_else(|payload| {
+                Err(load_error(format!("panicked: {}", crate::model::panic_message(payload.as_ref()))))
+            });
+            match attempt {
                 Ok(Some(model)) => return Ok(model),
                 Ok(None) => {}
                 Err(e) => {
