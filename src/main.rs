@@ -139,9 +139,9 @@ struct Flags {
     #[arg(long = "onnxruntime_optimized_model_dir", value_name = "DIR")]
     onnxruntime_optimized_model_dir: Option<PathBuf>,
 
-    /// Let ONNX Runtime's pool threads spin while waiting for work (lower latency alone, busier cores).
+    /// Let ONNX Runtime's pool threads spin briefly while waiting for work (its default: lower latency, busier cores).
     #[arg(long = "onnxruntime_spin", action = ArgAction::Set,
-          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+          num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     onnxruntime_spin: bool,
 
     /// Address the gRPC and REST ports bind to.

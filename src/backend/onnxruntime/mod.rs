@@ -28,6 +28,10 @@ use crate::tensor::{Buffer, DataType, Element, Tensor, TensorData};
 /// optional signature inputs; larger ones (weights exported as inputs) stay internal.
 const MAX_OPTIONAL_INPUT_ELEMENTS: i64 = 4096;
 
+/// A graph with more initializer-backed inputs than this exported its weights as inputs
+/// (old exporters did); none of them is offered, so the signature lists what callers send.
+const MAX_OPTIONAL_INPUTS: usize = 16;
+
 /// How ONNX Runtime is found and set up; fixed for the process at the first load.
 #[derive(Clone, Debug)]
 pub struct OrtOptions {
@@ -43,7 +47,7 @@ pub struct OrtOptions {
     pub optimization: OptimizationLevel,
     /// Where optimised graphs are kept between loads, keyed by the model file's content.
     pub optimized_model_dir: Option<PathBuf>,
-    /// Let pool threads spin while waiting for work (lower latency, busier cores).
+    /// Let pool threads spin briefly while waiting for work (ONNX Runtime's default: lower latency, busier cores).
     pub spin: bool,
 }
 
@@ -56,7 +60,7 @@ impl Default for OrtOptions {
             sessions: 0,
             optimization: OptimizationLevel::All,
             optimized_model_dir: None,
-            spin: false,
+            spin: true,
         }
     }
 }
@@ -468,7 +472,8 @@ fn graph_io(session: &Session) -> Result<GraphIo, ServingError> {
         let (dtype, shape) = tensor_type("input", input.name(), input.dtype())?;
         io.inputs.push(GraphTensor { name: input.name().to_string(), dtype, shape });
     }
-    for init in session.overridable_initializers() {
+    let overridable = session.overridable_initializers();
+    for init in overridable.iter().filter(|_| overridable.len() <= MAX_OPTIONAL_INPUTS) {
         let Ok((dtype, shape)) = tensor_type("input", init.name(), init.dtype()) else { continue };
         let elements = shape.iter().try_fold(1i64, |n, d| if *d < 0 { None } else { n.checked_mul(*d) });
         if elements.is_some_and(|n| n <= MAX_OPTIONAL_INPUT_ELEMENTS) {
