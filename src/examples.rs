@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::onnx::{OnnxLoader, OnnxSource};
+use crate::backend::onnx::{OnnxEngine, OnnxLoader, OnnxSource};
 use crate::error::ServingError;
 use crate::model::Model;
 use crate::model::ModelRegistry;
@@ -39,9 +39,17 @@ pub fn load_bundled(
 }
 
 /// Loads every bundled model into `registry` with `loader`'s engine.
+///
+/// Under `auto` they run on tract when it is compiled in: these graphs are a few nodes, where
+/// ONNX Runtime's fixed cost per run outweighs the work (half_plus_two Predict: 22.5 us of server
+/// CPU on tract, 36.8 us on ONNX Runtime, `benches/load.sh`).
 pub fn register_bundled_with(registry: &ModelRegistry, loader: &OnnxLoader) -> Result<(), ServingError> {
+    let loader = match loader.engine {
+        OnnxEngine::Auto if cfg!(feature = "tract") => OnnxLoader::new(OnnxEngine::Tract),
+        _ => *loader,
+    };
     for (name, version, bytes, signatures) in BUNDLED {
-        let model = load_bundled(loader, bytes, signatures)?;
+        let model = load_bundled(&loader, bytes, signatures)?;
         tracing::info!(model = name, version, "engine {}", model.engine().unwrap_or("native"));
         registry.insert(name, version, model);
     }
