@@ -350,6 +350,7 @@ impl ModelManager {
         let started = Instant::now();
         match self.load_version(platform, name, v, dir) {
             Ok((model, stats)) => {
+                let engine = model.engine().unwrap_or("native code");
                 // A new version of a model runs like its predecessor until measured, so a fast
                 // model's successor starts inline instead of sending its first requests to new blocking threads.
                 if let Some(previous) = self.registry.latest_average(name) {
@@ -359,8 +360,9 @@ impl ModelManager {
                 tracing::info!(
                     model = name,
                     version = v,
-                    "available after {:.1} ms ({})",
+                    "available after {:.1} ms on {} ({})",
                     started.elapsed().as_secs_f64() * 1e3,
+                    engine,
                     dir.display()
                 );
                 Tracked::Available
