@@ -114,3 +114,19 @@ def test_without_onnxruntime_tract_serves_what_it_can():
         assert "pip install onnxruntime" in server.stderr()
     finally:
         server.stop()
+
+
+def test_an_onnxruntime_too_old_for_ort_is_refused_clearly():
+    # ONNX Runtime 1.14 (from npm's onnxruntime-node; .ci/run fetches it) predates the C API we need.
+    old = os.environ.get("TENSORSERVE_OLD_ORT_LIBRARY")
+    if not old:
+        pytest.skip("TENSORSERVE_OLD_ORT_LIBRARY not set")
+    server = Server(f"--onnxruntime_library={old}", "--onnx_engine=auto")
+    try:
+        log = server.stderr()
+        assert "expected version >= '1.17.x', but got '1.14.0'" in log, log
+        assert "pip install onnxruntime" in log, log
+        got = predict(server.address, "half_plus_two", {"x": np.array([[2.0]], np.float32)})
+        np.testing.assert_array_equal(got["y"], [[3.0]])
+    finally:
+        assert server.stop() == 0
