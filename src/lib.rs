@@ -3,7 +3,7 @@
 //! The crate follows the path a request takes: [`api`] front ends translate wire
 //! messages into [`tensor::Tensor`]s, [`serving::ServingCore`] resolves the model
 //! and runs it, [`model`] holds the `Model` trait and the registry, and
-//! [`backend`] holds the model implementations (ONNX through tract).
+//! [`backend`] holds the model implementations (ONNX through ONNX Runtime or tract).
 
 pub mod api;
 pub mod backend;

@@ -16,7 +16,7 @@ use tensorserve::tensor::proto::DecodeLimits;
 
 /// A TensorFlow-Serving-compatible model server for ONNX and Rust-native models.
 ///
-/// With no model flags it serves the bundled examples (half_plus_two v123 and
+/// With no model flags it serves the bundled examples (half_plus_two v123, iris v1 and
 /// digits_mlp v1) on gRPC port 8500.
 #[derive(Parser, Debug)]
 #[command(name = "tensorserve", version)]
