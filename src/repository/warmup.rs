@@ -61,7 +61,10 @@ impl<'a> TfRecordReader<'a> {
         }
         let len = u64::from_le_bytes(len_bytes.try_into().unwrap());
         // The length is checked against the bytes present before it sizes anything.
-        let body_end = usize::try_from(len).ok().and_then(|l| l.checked_add(12)).filter(|&e| e + 4 <= self.rest.len());
+        let body_end = usize::try_from(len)
+            .ok()
+            .and_then(|l| l.checked_add(12))
+            .filter(|&e| e.checked_add(4).is_some_and(|with_crc| with_crc <= self.rest.len()));
         let end = body_end.ok_or_else(|| format!("record of {len} bytes runs past the end of the file"))?;
         let data = &self.rest[12..end];
         let crc = u32::from_le_bytes(self.rest[end..end + 4].try_into().unwrap());
@@ -157,10 +160,13 @@ mod tests {
         bad[14] ^= 1;
         assert!(TfRecordReader::new(&bad).next_record().unwrap().unwrap_err().contains("checksum"));
         // A huge declared length with a valid length checksum is refused before anything is sized by it.
-        let len = u64::MAX.to_le_bytes();
-        let mut bomb = len.to_vec();
-        bomb.extend_from_slice(&masked_crc(&len).to_le_bytes());
-        assert!(TfRecordReader::new(&bomb).next_record().unwrap().unwrap_err().contains("past the end"));
+        // Lengths whose end (header + data + CRC) overflows usize, not only u64::MAX itself.
+        for huge in [u64::MAX, u64::MAX - 12, u64::MAX - 13, u64::MAX - 15] {
+            let len = huge.to_le_bytes();
+            let mut bomb = len.to_vec();
+            bomb.extend_from_slice(&masked_crc(&len).to_le_bytes());
+            assert!(TfRecordReader::new(&bomb).next_record().unwrap().unwrap_err().contains("past the end"), "{huge}");
+        }
         assert!(TfRecordReader::new(&file[..20]).next_record().unwrap().is_err());
     }
 
