@@ -56,7 +56,7 @@ pub fn register_bundled_with(registry: &ModelRegistry, loader: &OnnxLoader) -> R
     Ok(())
 }
 
-/// Loads every bundled model into `registry`, with the engine `TENSORSERVE_ONNX_ENGINE` names (default `auto`).
+/// Loads every bundled model into `registry` with the `auto` engine.
 pub fn register_bundled(registry: &ModelRegistry) -> Result<(), ServingError> {
-    register_bundled_with(registry, &OnnxLoader::from_env())
+    register_bundled_with(registry, &OnnxLoader::default())
 }

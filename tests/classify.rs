@@ -1,6 +1,8 @@
 //! Classify, Regress and MultiInference end to end over gRPC and REST: TF Serving's own cases on
 //! the bundled half_plus_two, the iris classifier's named classes, and every tf.Example error path.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -83,7 +85,7 @@ impl Model for Features {
 
 async fn start_with(options: ServingOptions) -> (std::net::SocketAddr, std::net::SocketAddr) {
     let registry = Arc::new(ModelRegistry::new());
-    tensorserve::examples::register_bundled(&registry).unwrap();
+    common::register_bundled(&registry);
     registry.insert("features", 1, Arc::new(Features::new()));
     let core = Arc::new(ServingCore::new(registry, options));
     let services = GrpcServices::new(core.clone(), DEFAULT_MAX_MESSAGE_SIZE, None).await.unwrap();

@@ -71,7 +71,7 @@ struct TestServer {
 
 async fn start_with(options: ServingOptions) -> TestServer {
     let registry = Arc::new(ModelRegistry::new());
-    tensorserve::examples::register_bundled(&registry).unwrap();
+    common::register_bundled(&registry);
     registry.insert("add", 1, Arc::new(AddModel::new()));
     registry.insert("add", 2, Arc::new(AddModel::new()));
     registry.set_labels("add", [("stable".to_string(), 1)].into_iter().collect());

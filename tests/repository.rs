@@ -75,7 +75,7 @@ fn manual() -> ManagerOptions {
 }
 
 fn start(options: ManagerOptions, models: Vec<ModelConfig>) -> (Arc<ModelRegistry>, Arc<ModelManager>) {
-    start_with(Platforms::new(), options, models)
+    start_with(common::platforms(), options, models)
 }
 
 fn start_with(
@@ -185,7 +185,7 @@ fn a_missing_base_path_is_reported_and_the_other_models_load() {
     let dir = TempDir::new("missing");
     add_version(dir.path(), "5");
     let registry = Arc::new(ModelRegistry::new());
-    let manager = ModelManager::start(registry.clone(), Platforms::new(), manual(), Vec::new(), None).unwrap();
+    let manager = ModelManager::start(registry.clone(), common::platforms(), manual(), Vec::new(), None).unwrap();
     let e = manager
         .apply(vec![
             model("gone", Path::new("/nonexistent/tensorserve/models"), VersionPolicy::Latest(1)),
@@ -245,7 +245,7 @@ impl tensorserve::repository::Platform for Gated {
         if dir.join("broken").exists() {
             return Err(ServingError::internal("this version is broken on purpose"));
         }
-        tensorserve::backend::onnx::OnnxLoader::from_env().load_dir(dir)
+        common::loader().load_dir(dir)
     }
 }
 
@@ -254,7 +254,7 @@ fn status_walks_through_loading_available_unloading_end() {
     let dir = TempDir::new("lifecycle");
     add_version(dir.path(), "1");
     let (open, gate) = mpsc::channel();
-    let mut platforms = Platforms::new();
+    let mut platforms = common::platforms();
     platforms.register("gated", Gated { gate: Mutex::new(gate) });
     let mut m = model("m", dir.path(), VersionPolicy::Latest(1));
     m.platform = "gated".into();
@@ -424,11 +424,11 @@ fn the_config_file_is_polled_and_a_bad_edit_keeps_the_running_config() {
     };
     write(&["a"]);
     let text = std::fs::read_to_string(&file).unwrap();
-    let models = config::validate(&config::parse_text(&text, "f").unwrap(), &Platforms::new().names()).unwrap();
+    let models = config::validate(&config::parse_text(&text, "f").unwrap(), &common::platforms().names()).unwrap();
     let options =
         ManagerOptions { config_file: Some(file.clone()), config_file_poll: Duration::from_millis(100), ..manual() };
     let registry = Arc::new(ModelRegistry::new());
-    let _manager = ModelManager::start(registry.clone(), Platforms::new(), options, models, Some(text)).unwrap();
+    let _manager = ModelManager::start(registry.clone(), common::platforms(), options, models, Some(text)).unwrap();
     assert_eq!(registry.model_names(), vec!["a"]);
     write(&["b"]);
     wait_for("model b from the edited file", Duration::from_secs(10), || {
@@ -443,7 +443,7 @@ fn the_config_file_is_polled_and_a_bad_edit_keeps_the_running_config() {
 
 #[test]
 fn bad_configs_are_refused_with_their_messages() {
-    let platforms = Platforms::new().names();
+    let platforms = common::platforms().names();
     let parse = |text: &str| config::parse_text(text, "/etc/m.config").and_then(|c| config::validate(&c, &platforms));
     let cases = [
         (
@@ -564,9 +564,9 @@ async fn tf_serving_config_example_and_reload_over_grpc() {
         second.display()
     );
     let models =
-        config::validate(&config::parse_text(&text, "models.config").unwrap(), &Platforms::new().names()).unwrap();
+        config::validate(&config::parse_text(&text, "models.config").unwrap(), &common::platforms().names()).unwrap();
     let registry = Arc::new(ModelRegistry::new());
-    let manager = ModelManager::start(registry, Platforms::new(), manual(), models, Some(text)).unwrap();
+    let manager = ModelManager::start(registry, common::platforms(), manual(), models, Some(text)).unwrap();
     let (channel, _stop) = serve(manager).await;
     let mut status = pb::model_service_client::ModelServiceClient::new(channel.clone());
     let mut predict = pb::prediction_service_client::PredictionServiceClient::new(channel);
@@ -672,10 +672,10 @@ impl Model for Counted {
 fn unloaded_versions_are_freed() {
     let dir = TempDir::new("freed");
     add_version(dir.path(), "1");
-    let mut platforms = Platforms::new();
+    let mut platforms = common::platforms();
     platforms.register("counted", |d: &Path| -> Result<Arc<dyn Model>, ServingError> {
         LIVE_MODELS.fetch_add(1, Ordering::SeqCst);
-        Ok(Arc::new(Counted(tensorserve::backend::onnx::OnnxLoader::from_env().load_dir(d)?)))
+        Ok(Arc::new(Counted(common::loader().load_dir(d)?)))
     });
     let mut m = model("m", dir.path(), VersionPolicy::Latest(1));
     m.platform = "counted".into();
@@ -760,7 +760,7 @@ fn signature_files_are_checked_at_load() {
     for (i, (text, want)) in cases.iter().enumerate() {
         let v = add_version(dir.path(), &(i + 1).to_string());
         std::fs::write(v.join("signatures.pbtxt"), text).unwrap();
-        let err = match tensorserve::backend::onnx::OnnxLoader::from_env().load_dir(&v) {
+        let err = match common::loader().load_dir(&v) {
             Ok(_) => panic!("{text} loaded"),
             Err(e) => e,
         };
@@ -771,6 +771,6 @@ fn signature_files_are_checked_at_load() {
     // The parse error names the line and column.
     let v = add_version(dir.path(), "9");
     std::fs::write(v.join("signatures.pbtxt"), cases[2].0).unwrap();
-    let err = tensorserve::backend::onnx::OnnxLoader::from_env().load_dir(&v).err().unwrap();
+    let err = common::loader().load_dir(&v).err().unwrap();
     assert!(err.message.contains("signatures.pbtxt:2:2: "), "{}", err.message);
 }

@@ -1,5 +1,7 @@
 //! The REST API end to end: TF Serving's routes and KServe V1 over plain HTTP/1.1 on 127.0.0.1.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -69,7 +71,7 @@ impl Model for Named {
 
 async fn start() -> std::net::SocketAddr {
     let registry = Arc::new(ModelRegistry::new());
-    tensorserve::examples::register_bundled(&registry).unwrap();
+    common::register_bundled(&registry);
     registry.insert("linear", 1, Arc::new(Linear::new()));
     registry.insert("named", 1, Arc::new(Named::new()));
     registry.set_labels("half_plus_two", [("stable".to_string(), 123)].into_iter().collect());

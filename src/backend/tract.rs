@@ -12,7 +12,7 @@ use tract_onnx::prelude::{
     TypedRunnableModel, TypedSimpleState,
 };
 
-use super::onnx::{GraphIo, GraphTensor, OnnxSource};
+use super::onnx::{load_error, GraphIo, GraphTensor, OnnxSource};
 use crate::error::ServingError;
 use crate::model::{Model, Signature, TensorMap, TensorSpec, DEFAULT_SIGNATURE};
 use crate::tensor::{Buffer, DataType, Element, Tensor, TensorData};
@@ -54,10 +54,6 @@ const MAX_FALLBACK_PLANS: usize = 16;
 
 /// Idle states kept per model; more concurrent runs than this just build fresh ones.
 const MAX_IDLE_STATES: usize = 16;
-
-fn load_error(what: impl std::fmt::Display) -> ServingError {
-    ServingError::failed_precondition(format!("could not load ONNX model: {what}"))
-}
 
 fn dtype_of(dt: DatumType) -> Option<DataType> {
     Some(match dt {

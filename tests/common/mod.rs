@@ -1,4 +1,6 @@
 //! Helpers the integration tests share.
+// Each test file uses a part of them.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 
@@ -19,4 +21,27 @@ pub(crate) async fn spawn_grpc(services: GrpcServices) -> (SocketAddr, oneshot::
             .unwrap()
     });
     (addr, tx)
+}
+
+/// The engine the suite runs on: `TENSORSERVE_ONNX_ENGINE` (CI runs each), default `auto`.
+pub(crate) fn engine() -> tensorserve::backend::onnx::OnnxEngine {
+    std::env::var("TENSORSERVE_ONNX_ENGINE")
+        .ok()
+        .and_then(|v| tensorserve::backend::onnx::OnnxEngine::parse(&v))
+        .unwrap_or(tensorserve::backend::onnx::OnnxEngine::Auto)
+}
+
+/// A loader for [`engine`].
+pub(crate) fn loader() -> tensorserve::backend::onnx::OnnxLoader {
+    tensorserve::backend::onnx::OnnxLoader::new(engine())
+}
+
+/// The platforms with [`engine`] for `onnx` and `tensorflow`.
+pub(crate) fn platforms() -> tensorserve::repository::Platforms {
+    tensorserve::repository::Platforms::with_onnx_engine(engine())
+}
+
+/// The bundled examples, on [`engine`].
+pub(crate) fn register_bundled(registry: &tensorserve::model::ModelRegistry) {
+    tensorserve::examples::register_bundled_with(registry, &loader()).unwrap();
 }

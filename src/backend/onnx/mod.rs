@@ -80,8 +80,17 @@ pub struct OnnxSource {
     pub declared: Option<(BTreeMap<String, tf::SignatureDef>, String)>,
 }
 
-fn load_error(what: impl std::fmt::Display) -> ServingError {
-    ServingError::failed_precondition(format!("could not load ONNX model: {what}"))
+/// The FAILED_PRECONDITION a version that cannot load gets, as TF Serving reports load errors.
+pub(crate) fn load_error(what: impl std::fmt::Display) -> ServingError {
+    ServingError::failed_precondition(format!("{LOAD_ERROR}{what}"))
+}
+
+/// How every ONNX load error begins.
+const LOAD_ERROR: &str = "could not load ONNX model: ";
+
+/// A load error's reason, without [`load_error`]'s opening, to nest it in another.
+pub(crate) fn load_reason(e: &ServingError) -> &str {
+    e.message.strip_prefix(LOAD_ERROR).unwrap_or(&e.message)
 }
 
 impl OnnxSource {
@@ -177,12 +186,6 @@ impl OnnxLoader {
         OnnxLoader { engine }
     }
 
-    /// The loader the `TENSORSERVE_ONNX_ENGINE` environment variable names (tests run each engine this way).
-    pub fn from_env() -> Self {
-        let engine = std::env::var("TENSORSERVE_ONNX_ENGINE").ok().and_then(|v| OnnxEngine::parse(&v));
-        OnnxLoader { engine: engine.unwrap_or(OnnxEngine::Auto) }
-    }
-
     /// Loads `dir/model.onnx` (and its signatures file).
     pub fn load_dir(&self, dir: &Path) -> Result<Arc<dyn Model>, ServingError> {
         self.load(&OnnxSource::from_dir(dir)?)
@@ -191,47 +194,31 @@ impl OnnxLoader {
     /// Loads a model with the first engine that can; fails only when every allowed engine did,
     /// with each engine's reason.
     pub fn load(&self, source: &OnnxSource) -> Result<Arc<dyn Model>, ServingError> {
-        let mut failures = Vec::new();
+        let auto = self.engine == OnnxEngine::Auto;
+        let mut failures: Vec<(OnnxEngine, ServingError)> = Vec::new();
         for engine in self.engine.candidates() {
             // An engine that panics on an odd graph has failed to load it; the next one may not.
-            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                load_with(engine, source, self.engine == OnnxEngine::Auto)
-            }))
-            .unwrap_or_else(|payload| {
-                Err(load_error(format!("panicked: {}", crate::model::panic_message(payload.as_ref()))))
-            });
+            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_with(engine, source, auto)))
+                .unwrap_or_else(|payload| {
+                    Err(load_error(format!("panicked: {}", crate::model::panic_message(payload.as_ref()))))
+                });
             match attempt {
                 Ok(Some(model)) => return Ok(model),
                 Ok(None) => {}
-                Err(e) => {
-                    if self.engine == OnnxEngine::Auto {
-                        tracing::debug!("{engine} could not load the model: {}", e.message);
-                    }
-                    failures.push(format!("{engine}: {}", strip_prefix(&e.message)));
-                }
+                Err(e) => failures.push((engine, e)),
             }
         }
-        if failures.is_empty() {
-            return Err(load_error(format!("no ONNX engine is available for {}", self.engine)));
+        match failures.len() {
+            0 => Err(load_error(format!("no ONNX engine is available for {}", self.engine))),
+            // The one engine asked for: its own error, unchanged.
+            1 if !auto => Err(failures.remove(0).1),
+            _ => {
+                let reasons: Vec<String> =
+                    failures.iter().map(|(engine, e)| format!("{engine}: {}", load_reason(e))).collect();
+                let what = if reasons.len() == 1 { String::new() } else { "no engine could load it; ".into() };
+                Err(load_error(format!("{what}{}", reasons.join("; "))))
+            }
         }
-        if failures.len() == 1 {
-            return Err(load_error(strip_engine(&failures[0], self.engine)));
-        }
-        Err(load_error(format!("no engine could load it; {}", failures.join("; "))))
-    }
-}
-
-/// Drops our own "could not load ONNX model: " so a joined message says it once.
-fn strip_prefix(message: &str) -> &str {
-    message.strip_prefix("could not load ONNX model: ").unwrap_or(message)
-}
-
-/// One engine named explicitly needs no "tract: " in front of its reason.
-fn strip_engine(failure: &str, engine: OnnxEngine) -> String {
-    if engine == OnnxEngine::Auto {
-        failure.to_string()
-    } else {
-        failure.split_once(": ").map(|(_, rest)| rest.to_string()).unwrap_or_else(|| failure.to_string())
     }
 }
 
@@ -273,25 +260,4 @@ fn load_with(engine: OnnxEngine, source: &OnnxSource, auto: bool) -> Result<Opti
         }
         OnnxEngine::Auto => unreachable!("candidates() never yields Auto"),
     }
-}
-
-/// The ONNX element type numbers (`TensorProto.DataType`) tensorserve carries.
-pub fn dtype_of_onnx(elem_type: i32) -> Option<DataType> {
-    Some(match elem_type {
-        1 => DataType::Float,
-        2 => DataType::UInt8,
-        3 => DataType::Int8,
-        4 => DataType::UInt16,
-        5 => DataType::Int16,
-        6 => DataType::Int32,
-        7 => DataType::Int64,
-        8 => DataType::String,
-        9 => DataType::Bool,
-        10 => DataType::Half,
-        11 => DataType::Double,
-        12 => DataType::UInt32,
-        13 => DataType::UInt64,
-        16 => DataType::BFloat16,
-        _ => return None,
-    })
 }

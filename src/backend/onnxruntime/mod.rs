@@ -19,7 +19,7 @@ use ort::value::{DynValue, PrimitiveTensorElementType, TensorElementType, Tensor
 
 pub use library::{candidates, Candidate};
 
-use super::onnx::{GraphIo, GraphTensor, OnnxSource};
+use super::onnx::{load_error, load_reason, GraphIo, GraphTensor, OnnxSource};
 use crate::error::ServingError;
 use crate::model::{Model, Signature, TensorMap};
 use crate::tensor::{Buffer, DataType, Element, Tensor, TensorData};
@@ -233,14 +233,12 @@ impl OrtRuntime {
             } else {
                 let ins: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 let outs: Vec<&str> = outputs.iter().map(String::as_str).collect();
-                let fail = |e: String| {
-                    ServingError::failed_precondition(format!("could not load ONNX model: signature {name}: {e}"))
-                };
+                let fail = |e: String| load_error(format!("signature {name}: {e}"));
                 let pruned = super::onnx::graph::prune(&source.bytes, &ins, &outs).map_err(fail)?;
                 let pool = (0..sessions.max(1))
                     .map(|_| self.session(ModelBytes { path: None, bytes: &pruned }))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| fail(e.message))?;
+                    .map_err(|e| fail(load_reason(&e).to_string()))?;
                 Head::new(pool, GraphSource::Bytes(pruned))?
             };
             let head = Arc::new(head);
@@ -252,7 +250,7 @@ impl OrtRuntime {
 
     /// Builds one session, from the optimised-graph cache when it has this graph.
     fn session(&self, model: ModelBytes<'_>) -> Result<Session, ServingError> {
-        let fail = |e: String| ServingError::failed_precondition(format!("could not load ONNX model: {e}"));
+        let fail = load_error;
         let cached = self.optimized_file(model);
         if let Some(cache) = &cached {
             if cache.is_file() {
@@ -451,11 +449,7 @@ impl Head {
 }
 
 fn tensor_type(what: &str, name: &str, ty: &ValueType) -> Result<(DataType, Vec<i64>), ServingError> {
-    let unsupported = |kind: String| {
-        ServingError::failed_precondition(format!(
-            "could not load ONNX model: {what} {name} is {kind}, which tensorserve cannot carry"
-        ))
-    };
+    let unsupported = |kind: String| load_error(format!("{what} {name} is {kind}, which tensorserve cannot carry"));
     match ty {
         ValueType::Tensor { ty, shape, .. } => {
             let dtype = dtype_of(*ty).ok_or_else(|| unsupported(format!("a tensor of {ty:?}")))?;
