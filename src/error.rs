@@ -72,6 +72,15 @@ impl Code {
     }
 }
 
+/// Why a request was turned away before it ran, where HTTP tells the cases apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request alone is past a per-request limit (HTTP 413).
+    TooLarge,
+    /// The server is at a limit shared by every request; retrying later may work (HTTP 503).
+    Overloaded,
+}
+
 /// A failed request or load: a canonical code and a message meant for the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServingError {
@@ -79,6 +88,8 @@ pub struct ServingError {
     pub code: Code,
     /// The message, worded like TF Serving's where it has one.
     pub message: String,
+    /// Set when a limit turned the request away.
+    pub refusal: Option<Refusal>,
 }
 
 /// TF Serving cuts longer error messages, so clients never receive huge trailers.
@@ -87,7 +98,12 @@ pub const MAX_ERROR_MESSAGE_LEN: usize = 1024;
 impl ServingError {
     /// An error with `code` and `message`.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        ServingError { code, message: message.into() }
+        ServingError { code, message: message.into(), refusal: None }
+    }
+    /// The same error, marked as a refusal of `kind`.
+    pub fn with_refusal(mut self, kind: Refusal) -> Self {
+        self.refusal = Some(kind);
+        self
     }
     /// INVALID_ARGUMENT: the request itself is wrong.
     pub fn invalid_argument(message: impl Into<String>) -> Self {

@@ -7,6 +7,7 @@
 //! instances of F features costs one extra run of B x min(F, K) rows.
 
 use crate::error::ServingError;
+use crate::memory::RequestBudget;
 use crate::model::{Servable, Signature, TensorMap};
 use crate::serving::{PredictCall, ServingCore};
 use crate::tensor::{DataType, Tensor, TensorData};
@@ -54,7 +55,9 @@ fn float_values(t: &Tensor) -> Option<Vec<f64>> {
     }
 }
 
-/// Importance scores per instance for `inputs`, given the model's outputs on them.
+/// Importance scores per instance for `inputs`, given the model's outputs on them; the
+/// perturbed copies and the model's outputs on them are charged to `budget` first.
+#[allow(clippy::too_many_arguments)]
 pub async fn explain(
     core: &ServingCore,
     servable: &Servable,
@@ -63,6 +66,7 @@ pub async fn explain(
     inputs: &TensorMap,
     original: &TensorMap,
     options: ExplainOptions,
+    budget: &RequestBudget,
 ) -> Result<Vec<Vec<f64>>, ServingError> {
     let unsupported = |why: &str| {
         ServingError::invalid_argument(format!("the built-in explainer cannot explain this signature: {why}"))
@@ -83,6 +87,11 @@ pub async fn explain(
 
     // B x G perturbed copies, each with one group set to the baseline.
     let rows = batch * g;
+    let element = input.dtype().size().unwrap_or(8);
+    let copies = rows.checked_mul(features).and_then(|n| n.checked_mul(element)).unwrap_or(usize::MAX);
+    budget.charge(copies, || {
+        format!("explaining {batch} instances of {features} features ({g} perturbed copies each)")
+    })?;
     let mut shape = vec![rows];
     shape.extend_from_slice(feature_dims);
     let perturbed = match input.data() {
@@ -110,7 +119,7 @@ pub async fn explain(
         inputs: TensorMap::from([(alias.clone(), perturbed)]),
         outputs: outputs.clone(),
     };
-    let changed = core.predict(call).await?;
+    let changed = core.predict(call, budget).await?;
 
     let mut scores = vec![vec![0.0; g]; batch];
     for name in &outputs {

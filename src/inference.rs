@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use crate::error::ServingError;
+use crate::memory::RequestBudget;
 use crate::model::{Servable, Signature, TensorMap, CLASSIFY_METHOD_NAME, DEFAULT_SIGNATURE, REGRESS_METHOD_NAME};
 use crate::proto::tensorflow::serving as pb;
 use crate::serving::{PredictCall, ServingCore, ServingOptions};
@@ -226,13 +227,14 @@ pub fn prepare_task<'a>(
     method: Method,
     examples: &Examples,
     options: &ServingOptions,
+    budget: &RequestBudget,
 ) -> Result<TaskCall<'a>, ServingError> {
     let signature_name = if signature_name.is_empty() { DEFAULT_SIGNATURE } else { signature_name };
     let signature = servable.model.signatures().get(signature_name).ok_or_else(|| {
         ServingError::invalid_argument(format!("No signature was found with the name: {signature_name}"))
     })?;
     let outputs = check_signature(signature, method, options.signature_method_name_check)?;
-    let inputs = examples.to_inputs(signature, options.decode_limits.max_tensor_bytes)?;
+    let inputs = examples.to_inputs(signature, options.decode_limits.max_tensor_bytes, budget)?;
     Ok(TaskCall {
         call: PredictCall { servable, signature_name, signature, inputs, outputs },
         method,
@@ -245,6 +247,7 @@ pub fn prepare_multi<'a>(
     servable: &'a Servable,
     request: &'a pb::MultiInferenceRequest,
     options: &ServingOptions,
+    budget: &RequestBudget,
 ) -> Result<Vec<TaskCall<'a>>, ServingError> {
     let mut model_name: Option<&str> = None;
     let mut seen = BTreeSet::new();
@@ -281,7 +284,7 @@ pub fn prepare_multi<'a>(
     checked
         .into_iter()
         .map(|(signature_name, signature, method, outputs)| {
-            let inputs = examples.to_inputs(signature, options.decode_limits.max_tensor_bytes)?;
+            let inputs = examples.to_inputs(signature, options.decode_limits.max_tensor_bytes, budget)?;
             Ok(TaskCall {
                 call: PredictCall { servable, signature_name, signature, inputs, outputs },
                 method,
@@ -307,13 +310,14 @@ impl ServingCore {
         spec: &pb::ModelSpec,
         input: Option<&pb::Input>,
         method: Method,
+        budget: &RequestBudget,
     ) -> Result<(TaskResult, pb::ModelSpec), ServingError> {
         let servable = self.resolve(&spec.name, &crate::api::grpc::version_choice(spec))?;
         let examples = Examples::of(input)?;
-        let task = prepare_task(&servable, &spec.signature_name, method, &examples, self.options())?;
+        let task = prepare_task(&servable, &spec.signature_name, method, &examples, self.options(), budget)?;
         let model_spec = response_spec(&spec.name, task.call.signature_name, servable.version);
         let TaskCall { call, method, batch } = task;
-        let outputs = self.predict(call).await?;
+        let outputs = self.predict(call, budget).await?;
         let result = TaskCall::result_of(method, batch, &outputs)?;
         Ok((result, model_spec))
     }
@@ -322,14 +326,15 @@ impl ServingCore {
     pub async fn multi_inference(
         &self,
         request: &pb::MultiInferenceRequest,
+        budget: &RequestBudget,
     ) -> Result<pb::MultiInferenceResponse, ServingError> {
         let first = request.tasks.first().and_then(|t| t.model_spec.clone()).unwrap_or_default();
         let servable = self.resolve(&first.name, &crate::api::grpc::version_choice(&first))?;
-        let tasks = prepare_multi(&servable, request, self.options())?;
+        let tasks = prepare_multi(&servable, request, self.options(), budget)?;
         let mut results = Vec::with_capacity(tasks.len());
         for TaskCall { call, method, batch } in tasks {
             let model_spec = response_spec(&first.name, call.signature_name, servable.version);
-            let outputs = self.predict(call).await?;
+            let outputs = self.predict(call, budget).await?;
             results.push(multi_result(TaskCall::result_of(method, batch, &outputs)?, model_spec));
         }
         Ok(pb::MultiInferenceResponse { results })
@@ -363,6 +368,9 @@ pub fn run_log_blocking(
     options: &ServingOptions,
 ) -> Result<(), ServingError> {
     use pb::prediction_log::LogType;
+    // Warmup records come from the model's own directory, bounded by the decode limits.
+    let budget = RequestBudget::unlimited();
+    let budget = &budget;
     let run = |task: TaskCall| -> Result<(), ServingError> {
         let TaskCall { call, method, batch } = task;
         let start = Instant::now();
@@ -376,17 +384,17 @@ pub fn run_log_blocking(
             let request = l.request.clone().unwrap_or_default();
             let examples = Examples::of(request.input.as_ref())?;
             let signature = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
-            run(prepare_task(servable, &signature, Method::Classify, &examples, options)?)
+            run(prepare_task(servable, &signature, Method::Classify, &examples, options, budget)?)
         }
         Some(LogType::RegressLog(l)) => {
             let request = l.request.clone().unwrap_or_default();
             let examples = Examples::of(request.input.as_ref())?;
             let signature = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
-            run(prepare_task(servable, &signature, Method::Regress, &examples, options)?)
+            run(prepare_task(servable, &signature, Method::Regress, &examples, options, budget)?)
         }
         Some(LogType::MultiInferenceLog(l)) => {
             let request = l.request.clone().unwrap_or_default();
-            for task in prepare_multi(servable, &request, options)? {
+            for task in prepare_multi(servable, &request, options, budget)? {
                 run(task)?;
             }
             Ok(())

@@ -11,6 +11,7 @@ pub mod error;
 pub mod examples;
 pub mod explain;
 pub mod inference;
+pub mod memory;
 pub mod model;
 pub mod proto;
 pub mod repository;

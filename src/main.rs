@@ -97,6 +97,14 @@ struct Flags {
     #[arg(long = "max_message_size_bytes", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
     max_message_size_bytes: usize,
 
+    /// Most memory one request may make the server hold (body, decoded tensors, outputs), in bytes.
+    #[arg(long = "request_memory_budget_bytes", default_value_t = tensorserve::memory::DEFAULT_REQUEST_BUDGET)]
+    request_memory_budget_bytes: usize,
+
+    /// Most memory all requests in flight may hold together, in bytes (0 = half of the memory the process may use).
+    #[arg(long = "max_in_flight_memory_bytes", default_value_t = 0)]
+    max_in_flight_memory_bytes: usize,
+
     /// Serve Predict, Classify and Regress only on signatures of that method (TF Serving's flag).
     #[arg(long = "enable_signature_method_name_check", action = ArgAction::Set,
           num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
@@ -222,6 +230,7 @@ fn run() -> Result<(), server::BoxError> {
     let manager = ModelManager::start(registry.clone(), platforms, manager_options, models, config_text)?;
     tracing::info!("serving models {:?}", registry.model_names());
 
+    let memory = memory_limits(&flags);
     let config = ServeConfig {
         grpc_addr: Some(SocketAddr::new(flags.grpc_bind_address, flags.port)),
         grpc_socket_path: flags.grpc_socket_path,
@@ -242,6 +251,7 @@ fn run() -> Result<(), server::BoxError> {
             decode_limits,
             inline_run_threshold: std::time::Duration::from_micros(flags.inline_run_threshold_micros),
             signature_method_name_check: flags.enable_signature_method_name_check,
+            memory,
         },
     };
     if flags.grpc_runtime_threads > 0 {
@@ -252,6 +262,20 @@ fn run() -> Result<(), server::BoxError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The memory limits the flags ask for, the in-flight one from this machine when not given.
+fn memory_limits(flags: &Flags) -> tensorserve::memory::MemoryLimits {
+    let machine = tensorserve::memory::MemoryLimits::for_this_machine();
+    let in_flight =
+        if flags.max_in_flight_memory_bytes == 0 { machine.in_flight } else { flags.max_in_flight_memory_bytes };
+    let limits = tensorserve::memory::MemoryLimits { per_request: flags.request_memory_budget_bytes, in_flight };
+    tracing::info!(
+        per_request = limits.per_request,
+        in_flight = limits.in_flight,
+        "memory limits for requests (--request_memory_budget_bytes, --max_in_flight_memory_bytes)"
+    );
+    limits
 }
 
 /// Loads ONNX Runtime now, so the log says at start which library serves (or why none does).

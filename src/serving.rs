@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::ServingError;
+use crate::memory::{MemoryLimits, MemoryPool, RequestBudget};
 use crate::model::{
     ModelRegistry, Servable, Signature, TensorMap, VersionChoice, CLASSIFY_METHOD_NAME, DEFAULT_SIGNATURE,
     PREDICT_METHOD_NAME, REGRESS_METHOD_NAME,
 };
 use crate::tensor::proto::DecodeLimits;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
 
 /// Settings shared by every front end.
 #[derive(Clone, Debug)]
@@ -26,6 +27,8 @@ pub struct ServingOptions {
     pub inline_run_threshold: Duration,
     /// `--enable_signature_method_name_check`: a signature serves only its own method.
     pub signature_method_name_check: bool,
+    /// The memory budget of one request and the limit over all requests in flight.
+    pub memory: MemoryLimits,
 }
 
 impl Default for ServingOptions {
@@ -35,6 +38,7 @@ impl Default for ServingOptions {
             decode_limits: DecodeLimits::default(),
             inline_run_threshold: Duration::from_micros(50),
             signature_method_name_check: false,
+            memory: MemoryLimits::default(),
         }
     }
 }
@@ -59,12 +63,20 @@ pub struct ServingCore {
     registry: Arc<ModelRegistry>,
     /// Shared settings.
     options: ServingOptions,
+    /// What requests in flight hold.
+    memory: Arc<MemoryPool>,
 }
 
 impl ServingCore {
     /// A core over `registry`.
     pub fn new(registry: Arc<ModelRegistry>, options: ServingOptions) -> Self {
-        ServingCore { registry, options }
+        let memory = MemoryPool::new(options.memory);
+        ServingCore { registry, options, memory }
+    }
+
+    /// The memory every request in flight draws from.
+    pub fn memory(&self) -> &Arc<MemoryPool> {
+        &self.memory
     }
 
     /// The registry.
@@ -106,8 +118,9 @@ impl ServingCore {
         Ok(call)
     }
 
-    /// Runs a prepared call; slow models run on the blocking pool, never on the reactor.
-    pub async fn predict(&self, call: PredictCall<'_>) -> Result<TensorMap, ServingError> {
+    /// Runs a prepared call; slow models run on the blocking pool, never on the reactor. The
+    /// outputs are charged to `budget` before the caller encodes them.
+    pub async fn predict(&self, call: PredictCall<'_>, budget: &RequestBudget) -> Result<TensorMap, ServingError> {
         let PredictCall { servable, signature_name, inputs, outputs, .. } = call;
         let model = servable.model.clone();
         let stats = servable.stats.clone();
@@ -131,12 +144,15 @@ impl ServingCore {
             r
         }?;
         let mut out = TensorMap::new();
+        let mut bytes = 0;
         for alias in outputs {
             let tensor = result
                 .remove(&alias)
                 .ok_or_else(|| ServingError::internal(format!("model did not produce output {alias}")))?;
+            bytes += held_bytes(&tensor);
             out.insert(alias, tensor);
         }
+        budget.charge(bytes, || "the model's outputs".to_string())?;
         Ok(out)
     }
 }
@@ -209,6 +225,14 @@ pub fn prepare_predict<'a, R>(
     }
     let outputs = select_outputs(signature, output_filter)?;
     Ok(PredictCall { servable, signature_name, signature, inputs, outputs })
+}
+
+/// Memory a tensor holds: its values, and for strings their bytes plus one handle each.
+pub fn held_bytes(t: &Tensor) -> usize {
+    match t.data() {
+        TensorData::String(v) => v.iter().map(|s| s.len() + std::mem::size_of::<bytes::Bytes>()).sum(),
+        d => d.len() * d.dtype().size().unwrap_or(1),
+    }
 }
 
 fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {

@@ -6,12 +6,13 @@ use tonic::{Request, Response, Status};
 
 use crate::error::ServingError;
 use crate::inference::{Method, TaskResult};
+use crate::memory::RequestBudget;
 use crate::model::{Signature, TensorSpec, VersionChoice};
 use crate::proto::tensorflow as tf;
 use crate::proto::tensorflow::serving as pb;
 use crate::repository::ModelManager;
 use crate::serving::ServingCore;
-use crate::tensor::proto::{decode, encode, encode_owned, encode_shape_i64};
+use crate::tensor::proto::{decode_within, encode, encode_owned, encode_shape_i64};
 
 pub use pb::model_service_server::ModelServiceServer;
 pub use pb::prediction_service_server::PredictionServiceServer;
@@ -42,6 +43,11 @@ impl GrpcApi {
     pub fn new(core: Arc<ServingCore>, manager: Option<Arc<ModelManager>>) -> Self {
         GrpcApi { core, manager }
     }
+}
+
+/// The request's memory budget: the one the transport opened (and charged the body to), else a new one.
+fn budget_of<T>(core: &ServingCore, request: &Request<T>) -> Arc<RequestBudget> {
+    request.extensions().get::<Arc<RequestBudget>>().cloned().unwrap_or_else(|| Arc::new(core.memory().budget()))
 }
 
 fn require_spec(spec: Option<pb::ModelSpec>) -> Result<pb::ModelSpec, ServingError> {
@@ -85,9 +91,10 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         &self,
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
+        let budget = budget_of(&self.core, &request);
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
-        let (result, model_spec) = self.core.run_task(&spec, request.input.as_ref(), Method::Classify).await?;
+        let (result, model_spec) = self.core.run_task(&spec, request.input.as_ref(), Method::Classify, &budget).await?;
         let TaskResult::Classification(result) = result else {
             return Err(ServingError::internal("classify produced a regression").into());
         };
@@ -98,9 +105,10 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         &self,
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
+        let budget = budget_of(&self.core, &request);
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
-        let (result, model_spec) = self.core.run_task(&spec, request.input.as_ref(), Method::Regress).await?;
+        let (result, model_spec) = self.core.run_task(&spec, request.input.as_ref(), Method::Regress, &budget).await?;
         let TaskResult::Regression(result) = result else {
             return Err(ServingError::internal("regress produced a classification").into());
         };
@@ -108,6 +116,7 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
     }
 
     async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
+        let budget = budget_of(&self.core, &request);
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
         let servable = self.core.resolve(&spec.name, &version_choice(&spec))?;
@@ -118,12 +127,12 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
             request.inputs,
             &request.output_filter,
             |alias, proto| {
-                decode(proto, &limits)
-                    .map_err(|e| ServingError::new(e.code, format!("tensor parsing error: {alias} ({})", e.detail)))
+                decode_within(proto, &limits, &budget)
+                    .map_err(|e| e.into_serving(|detail| format!("tensor parsing error: {alias} ({detail})")))
             },
         )?;
         let signature_name = call.signature_name.to_string();
-        let outputs = self.core.predict(call).await?;
+        let outputs = self.core.predict(call, &budget).await?;
         let as_content = self.core.options().tensor_content_output;
         let outputs = outputs.into_iter().map(|(alias, t)| (alias, encode_owned(t, as_content))).collect();
         Ok(Response::new(pb::PredictResponse {
@@ -140,7 +149,8 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         &self,
         request: Request<pb::MultiInferenceRequest>,
     ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
-        Ok(Response::new(self.core.multi_inference(&request.into_inner()).await?))
+        let budget = budget_of(&self.core, &request);
+        Ok(Response::new(self.core.multi_inference(&request.into_inner(), &budget).await?))
     }
 
     async fn get_model_metadata(

@@ -1,4 +1,5 @@
 //! Front ends: translate a wire protocol to tensors and back, map errors, nothing else.
 
+pub mod decode_cost;
 pub mod grpc;
 pub mod rest;

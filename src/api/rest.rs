@@ -6,21 +6,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::api::grpc::model_status;
-use crate::error::{Code, ServingError};
+use crate::error::{Code, Refusal, ServingError};
 use crate::explain::{explain, ExplainOptions};
 use crate::inference;
+use crate::memory::RequestBudget;
 use crate::model::{ServableState, VersionChoice, DEFAULT_SIGNATURE};
 use crate::proto::tensorflow::serving as pb;
-use crate::serving::ServingCore;
+use crate::serving::{held_bytes, ServingCore};
 use crate::tensor::json::{
     parse_inputs, parse_instances, quote_non_finite, write_outputs, write_predictions, InputBuilders,
 };
@@ -61,11 +62,74 @@ struct Rest {
 
 /// The REST router over `core`.
 pub fn router(core: Arc<ServingCore>, options: RestOptions) -> axum::Router {
-    let limit = options.max_body_bytes;
-    axum::Router::new()
-        .fallback(dispatch)
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(Rest { core, options: Arc::new(options) })
+    axum::Router::new().fallback(dispatch).with_state(Rest { core, options: Arc::new(options) })
+}
+
+/// Reads a request body, charging each chunk to `budget` as it arrives and refusing past `limit` bytes.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    budget: &RequestBudget,
+) -> Result<Bytes, ServingError> {
+    use http_body_util::BodyExt as _;
+    let too_large = || {
+        ServingError::resource_exhausted(format!(
+            "the request body is larger than the limit of {limit} bytes (--max_message_size_bytes)"
+        ))
+        .with_refusal(Refusal::TooLarge)
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = body;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ServingError::invalid_argument(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len();
+        if total > limit {
+            return Err(too_large());
+        }
+        budget.charge(data.len(), || "the request body".to_string())?;
+        chunks.push(data);
+    }
+    if chunks.len() <= 1 {
+        return Ok(chunks.pop().unwrap_or_default());
+    }
+    // JSON is parsed from one slice: join the chunks (charged while both copies live).
+    budget.charge(total, || "joining the request body".to_string())?;
+    let mut joined = Vec::with_capacity(total);
+    for c in chunks.drain(..) {
+        joined.extend_from_slice(&c);
+    }
+    budget.release(total);
+    Ok(Bytes::from(joined))
+}
+
+/// What serde_json's value tree costs for `text`, read off its tokens before it is built
+/// (about 128 bytes per scalar, array or object entry: value, key, node, and their copies).
+fn value_tree_cost(text: &str) -> usize {
+    let (mut tokens, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b':' | b'[' | b'{' => tokens += 1,
+                _ => {}
+            }
+        }
+    }
+    tokens.saturating_mul(128).saturating_add(text.len())
 }
 
 /// TF Serving's status-code -> HTTP table.
@@ -92,7 +156,12 @@ fn json_response(status: StatusCode, body: String) -> Response {
 
 fn error_response(e: ServingError) -> Response {
     let body = format!("{{ \"error\": {} }}", serde_json::to_string(&e.message).expect("a string serialises"));
-    json_response(http_status(e.code), body)
+    let status = match e.refusal {
+        Some(Refusal::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+        Some(Refusal::Overloaded) => StatusCode::SERVICE_UNAVAILABLE,
+        None => http_status(e.code),
+    };
+    json_response(status, body)
 }
 
 /// What a `/v1/models/...` path names.
@@ -156,8 +225,12 @@ fn parse_model_path(rest: &str) -> Option<ModelPath> {
     Some(ModelPath { name: percent_decode(name), version, verb, metadata })
 }
 
-async fn dispatch(State(rest): State<Rest>, method: Method, uri: Uri, body: Bytes) -> Response {
-    let mut response = route(&rest, &method, uri.path(), body).await;
+async fn dispatch(State(rest): State<Rest>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let budget = Arc::new(rest.core.memory().budget());
+    let mut response = match read_body(&headers, body, rest.options.max_body_bytes, &budget).await {
+        Ok(body) => route(&rest, &method, uri.path(), body, &budget).await,
+        Err(e) => error_response(e),
+    };
     if rest.options.cors {
         let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
@@ -167,7 +240,7 @@ async fn dispatch(State(rest): State<Rest>, method: Method, uri: Uri, body: Byte
     response
 }
 
-async fn route(rest: &Rest, method: &Method, path: &str, body: Bytes) -> Response {
+async fn route(rest: &Rest, method: &Method, path: &str, body: Bytes, budget: &Arc<RequestBudget>) -> Response {
     let malformed = || error_response(ServingError::invalid_argument(format!("Malformed request: {method} {path}")));
     if method == Method::OPTIONS {
         return StatusCode::NO_CONTENT.into_response();
@@ -189,13 +262,13 @@ async fn route(rest: &Rest, method: &Method, path: &str, body: Bytes) -> Respons
     let result = match (method.clone(), target.verb.as_deref(), target.metadata) {
         (Method::GET, None, false) => status(rest, &target),
         (Method::GET, None, true) => metadata(rest, &target),
-        (Method::POST, Some("predict"), _) => predict(rest, &target, &body, false).await,
-        (Method::POST, Some("explain"), _) => predict(rest, &target, &body, true).await,
+        (Method::POST, Some("predict"), _) => predict(rest, &target, &body, false, budget).await,
+        (Method::POST, Some("explain"), _) => predict(rest, &target, &body, true, budget).await,
         (Method::POST, Some("classify"), _) => {
-            classify_or_regress(rest, &target, &body, inference::Method::Classify).await
+            classify_or_regress(rest, &target, &body, inference::Method::Classify, budget).await
         }
         (Method::POST, Some("regress"), _) => {
-            classify_or_regress(rest, &target, &body, inference::Method::Regress).await
+            classify_or_regress(rest, &target, &body, inference::Method::Regress, budget).await
         }
         _ => return malformed(),
     };
@@ -353,12 +426,14 @@ async fn classify_or_regress(
     target: &ModelPath,
     body: &[u8],
     method: inference::Method,
+    budget: &RequestBudget,
 ) -> Result<Response, ServingError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ServingError::invalid_argument("JSON Parse error: the body is not UTF-8"))?;
     if text.trim().is_empty() {
         return Err(ServingError::invalid_argument("JSON Parse error: The document is empty"));
     }
+    budget.charge(value_tree_cost(text), || "parsing the examples' JSON".to_string())?;
     let value: Value =
         serde_json::from_str(text).map_err(|e| ServingError::invalid_argument(format!("JSON Parse error: {e}")))?;
     let verb = match method {
@@ -368,14 +443,15 @@ async fn classify_or_regress(
     let (signature_name, input) = crate::tensor::example::input_from_json(&value, verb)?;
     let mut spec = spec_of(target);
     spec.signature_name = signature_name;
-    let (result, _) = tokio::time::timeout(rest.options.timeout, rest.core.run_task(&spec, Some(&input), method))
-        .await
-        .map_err(|_| {
-            ServingError::new(
-                Code::DeadlineExceeded,
-                "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms",
-            )
-        })??;
+    let (result, _) =
+        tokio::time::timeout(rest.options.timeout, rest.core.run_task(&spec, Some(&input), method, budget))
+            .await
+            .map_err(|_| {
+                ServingError::new(
+                    Code::DeadlineExceeded,
+                    "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms",
+                )
+            })??;
     let float = |v: f32| crate::tensor::json::format_float(v as f64, true);
     let mut out = String::from("{\"results\": [");
     match result {
@@ -409,6 +485,7 @@ async fn predict(
     target: &ModelPath,
     body: &[u8],
     with_explanations: bool,
+    budget: &Arc<RequestBudget>,
 ) -> Result<Response, ServingError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ServingError::invalid_argument("JSON Parse error: the body is not UTF-8"))?;
@@ -426,7 +503,8 @@ async fn predict(
             "Serving signature name: \"{signature_name}\" not found in signature def"
         ))
     })?;
-    let builders = InputBuilders::new(signature.inputs.iter().map(|(k, v)| (k.clone(), v.dtype)))?;
+    let builders =
+        InputBuilders::new(signature.inputs.iter().map(|(k, v)| (k.clone(), v.dtype)))?.with_budget(budget.clone());
     let (inputs, row_format) = match (parsed.instances, parsed.inputs) {
         (Some(_), Some(_)) => {
             return Err(ServingError::invalid_argument(
@@ -437,15 +515,27 @@ async fn predict(
         (Some(raw), None) => (parse_instances(raw.get(), builders)?, true),
         (None, Some(raw)) => (parse_inputs(raw.get(), builders)?, false),
     };
-    let kept_inputs = if with_explanations { Some(inputs.clone()) } else { None };
-    let call = rest.core.prepare_predict(&servable, &signature_name, inputs, &[], |_, t| Ok(t))?;
-    let outputs = tokio::time::timeout(rest.options.timeout, rest.core.predict(call)).await.map_err(|_| {
+    // The explainer keeps a copy of the inputs beside the one the model consumes.
+    let kept_inputs = if with_explanations {
+        budget.charge(inputs.values().map(held_bytes).sum(), || "keeping the inputs to explain".to_string())?;
+        Some(inputs.clone())
+    } else {
+        None
+    };
+    // One deadline for the run and the explainer's extra runs.
+    let deadline = tokio::time::Instant::now() + rest.options.timeout;
+    let timed_out = |_| {
         ServingError::new(
             Code::DeadlineExceeded,
             "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms",
         )
-    })??;
+    };
+    let call = rest.core.prepare_predict(&servable, &signature_name, inputs, &[], |_, t| Ok(t))?;
+    let outputs = tokio::time::timeout_at(deadline, rest.core.predict(call, budget)).await.map_err(timed_out)??;
 
+    // JSON text takes up to ~24 bytes per number; charge it before writing.
+    let elements: usize = outputs.values().map(|t| t.len()).sum();
+    budget.charge(elements.saturating_mul(24), || "writing the outputs as JSON".to_string())?;
     let mut out = String::with_capacity(256);
     if row_format || with_explanations {
         write_predictions(&mut out, &outputs)?;
@@ -455,14 +545,24 @@ async fn predict(
     if let Some(inputs) = kept_inputs {
         let model = servable.model.clone();
         let (sig, ins) = (signature_name.clone(), inputs.clone());
-        let own = tokio::task::spawn_blocking(move || model.explain(&sig, &ins))
+        let own = tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || model.explain(&sig, &ins)))
             .await
+            .map_err(timed_out)?
             .map_err(|e| ServingError::internal(format!("explain failed: {e}")))?;
         let scores = match own {
             Some(r) => r?,
             None => {
-                explain(&rest.core, &servable, &signature_name, signature, &inputs, &outputs, rest.options.explain)
-                    .await?
+                let run = explain(
+                    &rest.core,
+                    &servable,
+                    &signature_name,
+                    signature,
+                    &inputs,
+                    &outputs,
+                    rest.options.explain,
+                    budget,
+                );
+                tokio::time::timeout_at(deadline, run).await.map_err(timed_out)??
             }
         };
         // Replace the closing brace of {"predictions": [...]} with the explanations.

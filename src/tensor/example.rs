@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::{DataType, Tensor};
 use crate::error::{Code, ServingError};
+use crate::memory::RequestBudget;
 use crate::model::{Signature, TensorMap, TensorSpec};
 use crate::proto::tensorflow as tf;
 use crate::proto::tensorflow::serving as pb;
@@ -63,11 +64,16 @@ impl<'a> Examples<'a> {
     /// One tensor per signature input, batched over the examples.
     ///
     /// Nothing is allocated before the batch size times the per-example size is checked
-    /// against `max_tensor_bytes`.
-    pub fn to_inputs(&self, signature: &Signature, max_tensor_bytes: usize) -> Result<TensorMap, ServingError> {
+    /// against `max_tensor_bytes` and charged to `budget`.
+    pub fn to_inputs(
+        &self,
+        signature: &Signature,
+        max_tensor_bytes: usize,
+        budget: &RequestBudget,
+    ) -> Result<TensorMap, ServingError> {
         let mut out = TensorMap::new();
         for (alias, spec) in &signature.inputs {
-            let tensor = self.column(alias, spec, signature.defaults.get(alias), max_tensor_bytes)?;
+            let tensor = self.column(alias, spec, signature.defaults.get(alias), max_tensor_bytes, budget)?;
             out.insert(alias.clone(), tensor);
         }
         Ok(out)
@@ -79,6 +85,7 @@ impl<'a> Examples<'a> {
         spec: &TensorSpec,
         default: Option<&Tensor>,
         max_bytes: usize,
+        budget: &RequestBudget,
     ) -> Result<Tensor, ServingError> {
         let per_example = per_example_shape(key, spec)?;
         let count: usize = per_example.iter().product();
@@ -93,6 +100,7 @@ impl<'a> Examples<'a> {
                 format!("feature {key}: {n} examples x {count} values exceed the {max_bytes}-byte tensor limit"),
             ));
         }
+        budget.charge(n * count * element, || format!("feature {key} of {n} examples"))?;
         let mut shape = Vec::with_capacity(per_example.len() + 1);
         shape.push(n);
         shape.extend_from_slice(&per_example);

@@ -5,6 +5,7 @@
 //! Responses are written straight into a byte buffer.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess,
 
 use super::{DataType, Tensor, TensorData};
 use crate::error::ServingError;
+use crate::memory::RequestBudget;
 use crate::model::TensorMap;
 
 /// The rank limit, also a guard against deeply nested request bodies.
@@ -31,6 +33,29 @@ enum Values {
     U64(Vec<u64>),
     Bool(Vec<bool>),
     Str(Vec<Bytes>),
+}
+
+impl Values {
+    /// Bytes the buffers have reserved (string handles only; their bytes are charged as copied).
+    fn reserved(&self) -> usize {
+        fn bytes<T>(v: &Vec<T>) -> usize {
+            v.capacity() * std::mem::size_of::<T>()
+        }
+        match self {
+            Values::F32(v) => bytes(v),
+            Values::F64(v) => bytes(v),
+            Values::I8(v) => bytes(v),
+            Values::I16(v) => bytes(v),
+            Values::I32(v) => bytes(v),
+            Values::I64(v) => bytes(v),
+            Values::U8(v) => bytes(v),
+            Values::U16(v) => bytes(v),
+            Values::U32(v) => bytes(v),
+            Values::U64(v) => bytes(v),
+            Values::Bool(v) => bytes(v),
+            Values::Str(v) => bytes(v),
+        }
+    }
 }
 
 /// One JSON scalar, for conversion and error messages.
@@ -65,6 +90,10 @@ pub struct TensorBuilder {
     leaf_depth: Option<usize>,
     /// The values, row-major.
     values: Values,
+    /// Charged for every buffer growth and string copy, when parsing for a request.
+    budget: Option<Arc<RequestBudget>>,
+    /// The budget's refusal, kept so it reaches the client as itself and not as a parse error.
+    refused: Option<ServingError>,
 }
 
 impl TensorBuilder {
@@ -87,7 +116,17 @@ impl TensorBuilder {
                 return Err(ServingError::unimplemented(format!("Conversion of JSON Value to type: {}", dtype.name())))
             }
         };
-        Ok(TensorBuilder { dtype, dims: Vec::new(), leaf_depth: None, values })
+        Ok(TensorBuilder { dtype, dims: Vec::new(), leaf_depth: None, values, budget: None, refused: None })
+    }
+
+    /// Charges `bytes` about to be allocated; a refusal is kept for the caller.
+    fn charge(&mut self, bytes: usize) -> Result<(), String> {
+        let Some(budget) = &self.budget else { return Ok(()) };
+        budget.charge(bytes, || format!("parsing {} values from JSON", self.dtype.name())).map_err(|e| {
+            let message = e.message.clone();
+            self.refused = Some(e);
+            message
+        })
     }
 
     fn close_dim(&mut self, depth: usize, len: usize) -> Result<(), String> {
@@ -118,6 +157,16 @@ impl TensorBuilder {
     }
 
     fn push(&mut self, s: Scalar<'_>) -> Result<(), String> {
+        if let (Scalar::S(text), Values::Str(_)) = (s, &self.values) {
+            self.charge(text.len())?;
+        }
+        let reserved = self.values.reserved();
+        self.push_value(s)?;
+        let grown = self.values.reserved().saturating_sub(reserved);
+        self.charge(grown)
+    }
+
+    fn push_value(&mut self, s: Scalar<'_>) -> Result<(), String> {
         let dtype = self.dtype;
         let bad = || format!("JSON Value: {} is not of expected type: {}", s.describe(), dtype.name());
         fn int<T: TryFrom<i64> + TryFrom<u64>>(s: Scalar<'_>) -> Option<T> {
@@ -162,14 +211,19 @@ impl TensorBuilder {
     }
 
     fn push_b64(&mut self, encoded: &str) -> Result<(), String> {
-        let Values::Str(v) = &mut self.values else {
+        if !matches!(self.values, Values::Str(_)) {
             return Err(format!("a {{\"b64\": ...}} value needs a string input, not {}", self.dtype.name()));
-        };
+        }
+        self.charge(encoded.len() / 4 * 3 + 3)?;
         let raw = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|e| format!("Unable to base64 decode: {e}"))?;
-        v.push(Bytes::from(raw));
-        Ok(())
+        let reserved = self.values.reserved();
+        if let Values::Str(v) = &mut self.values {
+            v.push(Bytes::from(raw));
+        }
+        let grown = self.values.reserved().saturating_sub(reserved);
+        self.charge(grown)
     }
 
     /// The finished tensor; `rows` sets the leading dimension for the row format.
@@ -282,8 +336,21 @@ impl InputBuilders {
         Ok(InputBuilders { inputs })
     }
 
+    /// Charges every buffer the builders grow, and every string they copy, to `budget`.
+    pub fn with_budget(mut self, budget: Arc<RequestBudget>) -> Self {
+        for (_, b) in &mut self.inputs {
+            b.budget = Some(budget.clone());
+        }
+        self
+    }
+
     fn index(&self, alias: &str) -> Option<usize> {
         self.inputs.iter().position(|(a, _)| a == alias)
+    }
+
+    /// A parse error for the client: the budget's refusal when one stopped the parse.
+    fn error(&mut self, e: serde_json::Error) -> ServingError {
+        self.inputs.iter_mut().find_map(|(_, b)| b.refused.take()).unwrap_or_else(|| json_error(e))
     }
 }
 
@@ -394,7 +461,10 @@ pub fn parse_instances(raw: &str, mut builders: InputBuilders) -> Result<TensorM
     }
 
     let mut de = serde_json::Deserializer::from_str(raw);
-    let rows = Rows(&mut builders).deserialize(&mut de).map_err(json_error)?;
+    let rows = match Rows(&mut builders).deserialize(&mut de) {
+        Ok(rows) => rows,
+        Err(e) => return Err(builders.error(e)),
+    };
     de.end().map_err(json_error)?;
     if rows == 0 {
         return Err(ServingError::invalid_argument("'instances' must be a non-empty list"));
@@ -471,7 +541,9 @@ pub fn parse_inputs(raw: &str, mut builders: InputBuilders) -> Result<TensorMap,
         }
     }
     let mut de = serde_json::Deserializer::from_str(raw);
-    Columns(&mut builders).deserialize(&mut de).map_err(json_error)?;
+    if let Err(e) = Columns(&mut builders).deserialize(&mut de) {
+        return Err(builders.error(e));
+    }
     de.end().map_err(json_error)?;
     builders.inputs.into_iter().map(|(alias, b)| Ok((alias, b.finish(None)?))).collect()
 }

@@ -8,7 +8,8 @@ use bytes::{Buf, Bytes};
 use half::{bf16, f16};
 
 use super::{proto_dtype_name, Buffer, DataType, Element, Tensor, TensorData};
-use crate::error::Code;
+use crate::error::{Code, Refusal, ServingError};
+use crate::memory::RequestBudget;
 use crate::proto::tensorflow::{tensor_shape_proto, TensorProto, TensorShapeProto};
 
 /// TensorFlow's limit on the rank of a tensor.
@@ -21,11 +22,28 @@ pub struct DecodeError {
     pub code: Code,
     /// What was wrong, for the client.
     pub detail: String,
+    /// Set when a memory limit refused the tensor.
+    pub refusal: Option<Refusal>,
 }
 
 impl DecodeError {
     fn invalid(detail: impl Into<String>) -> Self {
-        DecodeError { code: Code::InvalidArgument, detail: detail.into() }
+        DecodeError { code: Code::InvalidArgument, detail: detail.into(), refusal: None }
+    }
+
+    /// The error for the client, its detail wrapped by `context` (TF's `tensor parsing error: x (...)`).
+    pub fn into_serving(self, context: impl FnOnce(&str) -> String) -> ServingError {
+        let e = ServingError::new(self.code, context(&self.detail));
+        match self.refusal {
+            Some(r) => e.with_refusal(r),
+            None => e,
+        }
+    }
+}
+
+impl From<ServingError> for DecodeError {
+    fn from(e: ServingError) -> Self {
+        DecodeError { code: e.code, detail: e.message, refusal: e.refusal }
     }
 }
 
@@ -83,8 +101,14 @@ pub fn encode_shape_i64(dims: &[i64]) -> TensorShapeProto {
     }
 }
 
-/// Decodes a `TensorProto`, taking its buffers to avoid copies.
+/// Decodes a `TensorProto` outside any request (no memory budget); see [`decode_within`].
 pub fn decode(proto: TensorProto, limits: &DecodeLimits) -> Result<Tensor, DecodeError> {
+    decode_within(proto, limits, &RequestBudget::unlimited())
+}
+
+/// Decodes a `TensorProto`, taking its buffers to avoid copies; whatever it must allocate (a
+/// typed-field fill, an unaligned copy, string and bool lists) is charged to `budget` first.
+pub fn decode_within(proto: TensorProto, limits: &DecodeLimits, budget: &RequestBudget) -> Result<Tensor, DecodeError> {
     let dtype = DataType::from_proto(proto.dtype)
         .ok_or_else(|| DecodeError::invalid(format!("dtype {} is not supported", proto_dtype_name(proto.dtype))))?;
     let (shape, n) = decode_shape(proto.tensor_shape.as_ref())?;
@@ -98,11 +122,22 @@ pub fn decode(proto: TensorProto, limits: &DecodeLimits) -> Result<Tensor, Decod
                 dtype.name(),
                 limits.max_tensor_bytes
             ),
+            refusal: Some(Refusal::TooLarge),
         });
     }
+    let total = total as usize;
     let data = if !proto.tensor_content.is_empty() {
+        // Aligned numeric content is borrowed; anything else is built anew.
+        let borrowed = dtype.size().is_some_and(|size| {
+            dtype != DataType::Bool && (proto.tensor_content.as_ptr() as usize).is_multiple_of(size)
+        });
+        if !borrowed {
+            budget.charge(total, || format!("decoding tensor_content of shape {shape:?}"))?;
+        }
         from_content(dtype, proto.tensor_content, n)?
     } else {
+        // TensorFlow's rule repeats the last value to fill the shape: a few bytes can ask for gigabytes.
+        budget.charge(total, || format!("filling {} values of shape {shape:?}", dtype.name()))?;
         from_typed_fields(dtype, proto, n)
     };
     Tensor::new(shape, data).map_err(|e| DecodeError::invalid(e.to_string()))

@@ -1,5 +1,7 @@
 //! Listeners, health, reflection and shutdown around the gRPC front end.
 
+pub mod guard;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,9 +12,11 @@ use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::api::decode_cost::DecodeCost;
 use crate::api::grpc::{GrpcApi, ModelServiceServer, PredictionServiceServer};
 use crate::model::ModelRegistry;
 use crate::serving::{ServingCore, ServingOptions};
+use guard::{GuardState, Guarded};
 
 /// Health names TF Serving registers (short) plus the full service names.
 pub const HEALTH_SERVICE_NAMES: [&str; 4] =
@@ -78,9 +82,9 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 #[derive(Clone)]
 pub struct GrpcServices {
     /// TF Serving's PredictionService.
-    prediction: PredictionServiceServer<GrpcApi>,
+    prediction: Guarded<PredictionServiceServer<GrpcApi>>,
     /// TF Serving's ModelService.
-    model: ModelServiceServer<GrpcApi>,
+    model: Guarded<ModelServiceServer<GrpcApi>>,
     /// grpc.health.v1.
     health: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     /// Sets health to NOT_SERVING on shutdown.
@@ -94,6 +98,11 @@ impl GrpcServices {
         max_message_size: usize,
         manager: Option<Arc<crate::repository::ModelManager>>,
     ) -> Result<Self, BoxError> {
+        let guard = Arc::new(GuardState {
+            memory: core.memory().clone(),
+            cost: DecodeCost::for_tensorserve(),
+            max_message_size,
+        });
         let api = GrpcApi::new(core, manager);
         let reporter = HealthReporter::new();
         let health = tonic_health::pb::health_server::HealthServer::new(
@@ -106,12 +115,18 @@ impl GrpcServices {
         // Fail at start-up, not per listener, if the descriptors are unusable.
         reflection().build_v1()?;
         Ok(GrpcServices {
-            prediction: PredictionServiceServer::new(api.clone())
-                .max_decoding_message_size(max_message_size)
-                .max_encoding_message_size(max_message_size),
-            model: ModelServiceServer::new(api)
-                .max_decoding_message_size(max_message_size)
-                .max_encoding_message_size(max_message_size),
+            prediction: Guarded::new(
+                PredictionServiceServer::new(api.clone())
+                    .max_decoding_message_size(max_message_size)
+                    .max_encoding_message_size(max_message_size),
+                guard.clone(),
+            ),
+            model: Guarded::new(
+                ModelServiceServer::new(api)
+                    .max_decoding_message_size(max_message_size)
+                    .max_encoding_message_size(max_message_size),
+                guard,
+            ),
             health,
             reporter,
         })
