@@ -152,6 +152,30 @@ struct Flags {
           num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     onnxruntime_spin: bool,
 
+    /// Most connections open at once on each port; more are closed at accept (0 = from the open-file limit, at most 10000).
+    #[arg(long = "max_connections", default_value_t = 0)]
+    max_connections: usize,
+
+    /// A new connection that sends nothing for this long is closed, in seconds (0 = never).
+    #[arg(long = "handshake_timeout_seconds", default_value_t = 10)]
+    handshake_timeout_seconds: u64,
+
+    /// A REST request's headers must arrive within this many seconds; idle keep-alive connections close after it (0 = never).
+    #[arg(long = "rest_header_read_timeout_seconds", default_value_t = 30)]
+    rest_header_read_timeout_seconds: u64,
+
+    /// Streams one gRPC (HTTP/2) connection may have open at once.
+    #[arg(long = "grpc_max_concurrent_streams", default_value_t = 256)]
+    grpc_max_concurrent_streams: u32,
+
+    /// After SIGTERM, seconds to keep serving with health NOT_SERVING, so load balancers stop sending first.
+    #[arg(long = "drain_seconds", default_value_t = 5)]
+    drain_seconds: u64,
+
+    /// Then seconds requests in flight get before the process exits, whatever its peers do.
+    #[arg(long = "shutdown_grace_seconds", default_value_t = 10)]
+    shutdown_grace_seconds: u64,
+
     /// Address the gRPC and REST ports bind to.
     #[arg(long = "grpc_bind_address", default_value = "0.0.0.0")]
     grpc_bind_address: std::net::IpAddr,
@@ -231,6 +255,27 @@ fn run() -> Result<(), server::BoxError> {
     tracing::info!("serving models {:?}", registry.model_names());
 
     let memory = memory_limits(&flags);
+    let fds = server::listener::raise_fd_limit();
+    let connections = server::listener::ConnectionLimits {
+        max_connections: if flags.max_connections == 0 {
+            server::listener::default_max_connections()
+        } else {
+            flags.max_connections
+        },
+        handshake_timeout: Duration::from_secs(flags.handshake_timeout_seconds),
+    };
+    tracing::info!(
+        max_connections = connections.max_connections,
+        open_files = fds,
+        "connection limit per port (--max_connections)"
+    );
+    let limits = server::TransportLimits {
+        connections,
+        rest_header_read_timeout: Duration::from_secs(flags.rest_header_read_timeout_seconds),
+        grpc_max_concurrent_streams: flags.grpc_max_concurrent_streams,
+        drain: Duration::from_secs(flags.drain_seconds),
+        grace: Duration::from_secs(flags.shutdown_grace_seconds),
+    };
     let config = ServeConfig {
         grpc_addr: Some(SocketAddr::new(flags.grpc_bind_address, flags.port)),
         grpc_socket_path: flags.grpc_socket_path,
@@ -253,12 +298,15 @@ fn run() -> Result<(), server::BoxError> {
             signature_method_name_check: flags.enable_signature_method_name_check,
             memory,
         },
+        limits,
     };
     if flags.grpc_runtime_threads > 0 {
         server::serve_per_core(registry, config, flags.grpc_runtime_threads, server::shutdown_signal())?;
     } else {
         let runtime = server::runtime()?;
         runtime.block_on(server::serve(registry, config, server::shutdown_signal()))?;
+        // A model run still going on the blocking pool must not hold the exit past the grace period.
+        runtime.shutdown_timeout(Duration::from_millis(200));
     }
     tracing::info!("stopped");
     Ok(())

@@ -65,13 +65,25 @@ pub struct ServingCore {
     options: ServingOptions,
     /// What requests in flight hold.
     memory: Arc<MemoryPool>,
+    /// Set at shutdown: readiness reports false while requests are still served.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl ServingCore {
     /// A core over `registry`.
     pub fn new(registry: Arc<ModelRegistry>, options: ServingOptions) -> Self {
         let memory = MemoryPool::new(options.memory);
-        ServingCore { registry, options, memory }
+        ServingCore { registry, options, memory, draining: Default::default() }
+    }
+
+    /// Marks the server as shutting down: readiness turns false, requests are still served.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True once [`ServingCore::begin_drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The memory every request in flight draws from.

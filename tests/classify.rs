@@ -95,7 +95,7 @@ async fn start_with(options: ServingOptions) -> (std::net::SocketAddr, std::net:
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rest = listener.local_addr().unwrap();
     let app = tensorserve::api::rest::router(core, Default::default());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(tensorserve::server::serve_rest(listener, app, Default::default(), std::future::pending()));
     (grpc, rest)
 }
 

@@ -80,7 +80,7 @@ async fn start() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(core, RestOptions { cors: true, ..Default::default() });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(tensorserve::server::serve_rest(listener, app, Default::default(), std::future::pending()));
     addr
 }
 
@@ -287,7 +287,7 @@ async fn a_slow_model_gets_504_after_the_rest_timeout() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(core, RestOptions { timeout: std::time::Duration::from_millis(50), ..Default::default() });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(tensorserve::server::serve_rest(listener, app, Default::default(), std::future::pending()));
     let (s, v) = json_call(addr, "POST", "/v1/models/slow:predict", Some(r#"{"instances": [1]}"#)).await;
     assert_eq!(s, 504, "{v}");
     assert!(v["error"].as_str().unwrap().starts_with("Deadline exceeded"));

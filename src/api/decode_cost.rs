@@ -125,7 +125,10 @@ impl DecodeCost {
                     match field {
                         Some(Field::Scalar { size, wire, .. }) => {
                             // Packed: the element count is the byte count over the width, or the varint ends.
-                            let count = if wire > 0 { len / wire } else { c.count_varints(len)? };
+                            let count = match len.checked_div(wire) {
+                                Some(n) => n,
+                                None => c.count_varints(len)?,
+                            };
                             *cost += count * size * GROWTH;
                         }
                         Some(Field::Text { repeated }) => *cost += len + if repeated { 24 * GROWTH } else { 0 },

@@ -293,7 +293,9 @@ fn spec_of(target: &ModelPath) -> pb::ModelSpec {
 /// TF Serving's status JSON plus KServe's `name` and `ready`, in one object both clients read.
 fn status(rest: &Rest, target: &ModelPath) -> Result<Response, ServingError> {
     let resp = model_status(&rest.core, Some(spec_of(target)))?;
-    let ready = resp.model_version_status.iter().any(|s| s.state == ServableState::Available as i32);
+    // KServe's readiness turns false while the server drains for shutdown.
+    let ready = !rest.core.is_draining()
+        && resp.model_version_status.iter().any(|s| s.state == ServableState::Available as i32);
     let versions: Vec<Value> = resp
         .model_version_status
         .iter()

@@ -1,11 +1,14 @@
 //! Listeners, health, reflection and shutdown around the gRPC front end.
 
 pub mod guard;
+pub mod http1;
+pub mod listener;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -17,6 +20,7 @@ use crate::api::grpc::{GrpcApi, ModelServiceServer, PredictionServiceServer};
 use crate::model::ModelRegistry;
 use crate::serving::{ServingCore, ServingOptions};
 use guard::{GuardState, Guarded};
+use listener::{ConnectionLimits, Refuse};
 
 /// Health names TF Serving registers (short) plus the full service names.
 pub const HEALTH_SERVICE_NAMES: [&str; 4] =
@@ -27,6 +31,35 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
 
 /// Error type of server set-up.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Connection limits and the shutdown schedule.
+#[derive(Clone, Copy, Debug)]
+pub struct TransportLimits {
+    /// Limits on each port's connections.
+    pub connections: ConnectionLimits,
+    /// A REST request's head must arrive within this; idle keep-alive connections close after it
+    /// (`--rest_header_read_timeout_seconds`; zero = none).
+    pub rest_header_read_timeout: Duration,
+    /// Streams one HTTP/2 connection may have open (`--grpc_max_concurrent_streams`).
+    pub grpc_max_concurrent_streams: u32,
+    /// After SIGTERM, health is NOT_SERVING but requests are still served this long (`--drain_seconds`).
+    pub drain: Duration,
+    /// Then the listeners close and open requests get this long before the process exits
+    /// whatever its peers do (`--shutdown_grace_seconds`).
+    pub grace: Duration,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        TransportLimits {
+            connections: ConnectionLimits::default(),
+            rest_header_read_timeout: Duration::from_secs(30),
+            grpc_max_concurrent_streams: 256,
+            drain: Duration::from_secs(5),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Where and how to serve.
 #[derive(Clone, Debug)]
@@ -45,6 +78,8 @@ pub struct ServeConfig {
     pub rest: crate::api::rest::RestOptions,
     /// Request handling settings.
     pub serving: ServingOptions,
+    /// Connection limits and the shutdown schedule.
+    pub limits: TransportLimits,
 }
 
 impl Default for ServeConfig {
@@ -57,13 +92,29 @@ impl Default for ServeConfig {
             rest_addr: None,
             rest: crate::api::rest::RestOptions::default(),
             serving: ServingOptions::default(),
+            limits: TransportLimits::default(),
         }
     }
 }
 
+/// Largest header list an HTTP/2 peer may send: grpc-core's hard limit.
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+
 /// The HTTP/2 transport settings every gRPC listener (and the benchmark's echo ceiling) uses.
+///
+/// Rapid-reset and CONTINUATION-flood defences are hyper's own (pending-reset and header-list
+/// caps, GOAWAY past them); idle peers get pinged so dead ones are dropped.
 pub fn transport() -> Server {
-    Server::builder().tcp_nodelay(true)
+    transport_with(TransportLimits::default().grpc_max_concurrent_streams)
+}
+
+fn transport_with(max_concurrent_streams: u32) -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(max_concurrent_streams)
+        .http2_max_header_list_size(MAX_HEADER_LIST)
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
 }
 
 /// The tokio runtime the server binary runs on.
@@ -89,6 +140,8 @@ pub struct GrpcServices {
     health: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     /// Sets health to NOT_SERVING on shutdown.
     reporter: HealthReporter,
+    /// Connection limits.
+    limits: TransportLimits,
 }
 
 impl GrpcServices {
@@ -97,6 +150,16 @@ impl GrpcServices {
         core: Arc<ServingCore>,
         max_message_size: usize,
         manager: Option<Arc<crate::repository::ModelManager>>,
+    ) -> Result<Self, BoxError> {
+        Self::with_limits(core, max_message_size, manager, TransportLimits::default()).await
+    }
+
+    /// Like [`GrpcServices::new`], with connection limits.
+    pub async fn with_limits(
+        core: Arc<ServingCore>,
+        max_message_size: usize,
+        manager: Option<Arc<crate::repository::ModelManager>>,
+        limits: TransportLimits,
     ) -> Result<Self, BoxError> {
         let guard = Arc::new(GuardState {
             memory: core.memory().clone(),
@@ -129,11 +192,12 @@ impl GrpcServices {
             ),
             health,
             reporter,
+            limits,
         })
     }
 
     fn router(&self) -> Result<tonic::transport::server::Router, BoxError> {
-        Ok(transport()
+        Ok(transport_with(self.limits.grpc_max_concurrent_streams)
             .add_service(self.health.clone())
             // v1 for current clients; v1alpha because grpcurl 1.8 speaks only that.
             .add_service(reflection().build_v1()?)
@@ -142,10 +206,10 @@ impl GrpcServices {
             .add_service(self.model.clone()))
     }
 
-    /// Serves on a bound TCP listener until `shutdown` completes.
+    /// Serves on a bound TCP listener until `shutdown` completes, within the connection limits.
     pub async fn serve_tcp(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
-        // A caller-made listener skips the builder's TCP settings, so set no-delay here (else Nagle adds ~40 ms).
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let accepted = listener::accept(listener, self.limits.connections, "gRPC", Refuse::Close);
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted);
         self.router()?.serve_with_incoming_shutdown(incoming, shutdown).await?;
         Ok(())
     }
@@ -194,22 +258,23 @@ pub fn serve_per_core(
 ) -> Result<(), BoxError> {
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let core = Arc::new(ServingCore::new(registry, config.serving.clone()));
-    let services =
-        control.block_on(GrpcServices::new(core.clone(), config.max_message_size, config.manager.clone()))?;
-    let rest_listener = match config.rest_addr {
+    let limits = config.limits;
+    let services = control.block_on(GrpcServices::with_limits(
+        core.clone(),
+        config.max_message_size,
+        config.manager.clone(),
+        limits,
+    ))?;
+    let mut rest_listener = match config.rest_addr {
         Some(addr) => {
-            let l = control
-                .block_on(async { std::net::TcpListener::bind(addr) })
-                .map_err(|e| format!("cannot bind REST port {addr}: {e}"))?;
+            let l = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot bind REST port {addr}: {e}"))?;
             l.set_nonblocking(true)?;
             tracing::info!("REST (TF Serving REST API, KServe V1) on {}", l.local_addr()?);
             Some((l, crate::api::rest::router(core.clone(), config.rest.clone())))
         }
         None => None,
     };
-    let mut rest_listener = rest_listener;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut handles = Vec::new();
     let threads = threads.max(1);
     // Bind every listener before serving, so a port clash fails start-up.
     let mut listeners = Vec::new();
@@ -227,13 +292,16 @@ pub fn serve_per_core(
     } else {
         listeners.resize_with(threads, || None);
     }
+    // Each thread reports when it is done, so the wait can end at the grace deadline.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Result<(), BoxError>>();
     for (i, listener) in listeners.into_iter().enumerate() {
         let services = services.clone();
         let rx = stop_rx.clone();
         let socket_path = if i == 0 { config.grpc_socket_path.clone() } else { None };
         let rest = if i == 0 { rest_listener.take() } else { None };
-        handles.push(std::thread::Builder::new().name(format!("grpc-{i}")).spawn(
-            move || -> Result<(), BoxError> {
+        let done = done_tx.clone();
+        std::thread::Builder::new().name(format!("grpc-{i}")).spawn(move || {
+            let run = || -> Result<(), BoxError> {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 rt.block_on(async move {
                     let stop = || {
@@ -258,34 +326,36 @@ pub fn serve_per_core(
                         }
                     };
                     let http = async {
-                        match rest {
-                            Some((l, app)) => {
-                                axum::serve(nodelay_listener(TcpListener::from_std(l)?), app)
-                                    .with_graceful_shutdown(stop())
-                                    .await?;
-                                Ok(())
-                            }
-                            None => Ok::<(), BoxError>(()),
+                        if let Some((l, app)) = rest {
+                            serve_rest(TcpListener::from_std(l)?, app, limits, stop()).await;
                         }
+                        Ok::<(), BoxError>(())
                     };
                     let (a, b, c) = tokio::join!(tcp, uds, http);
                     a.and(b).and(c)
                 })
-            },
-        )?);
+            };
+            let _ = done.send(run());
+        })?;
     }
-    control.block_on(async {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        services.set_not_serving().await;
-        let _ = stop_tx.send(true);
-    });
+    drop(done_tx);
+    let deadline = control.block_on(drain_then_stop(shutdown, &services, &core, limits, stop_tx));
     let mut result = Ok(());
-    for h in handles {
-        match h.join() {
+    for _ in 0..threads {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match done_rx.recv_timeout(left) {
             Ok(Err(e)) => result = Err(e),
-            Err(_) => result = Err("a gRPC thread panicked".into()),
             Ok(Ok(())) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    "connections still open after the grace period (--shutdown_grace_seconds): exiting anyway"
+                );
+                break;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                result = Err("a gRPC thread panicked".into());
+                break;
+            }
         }
     }
     if let Some(path) = &config.grpc_socket_path {
@@ -294,12 +364,51 @@ pub fn serve_per_core(
     result
 }
 
-/// The REST listener with TCP_NODELAY on every accepted connection.
-pub fn nodelay_listener(listener: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    })
+/// Waits for `shutdown`, turns health NOT_SERVING, serves on for the drain period, then tells
+/// the listeners to stop; returns the deadline by which the process exits. A second signal
+/// during the drain or the grace period stops at once.
+async fn drain_then_stop(
+    shutdown: impl Future<Output = ()>,
+    services: &GrpcServices,
+    core: &ServingCore,
+    limits: TransportLimits,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+) -> std::time::Instant {
+    shutdown.await;
+    services.set_not_serving().await;
+    core.begin_drain();
+    let mut again = std::pin::pin!(shutdown_signal());
+    if !limits.drain.is_zero() {
+        tracing::info!(
+            "shutting down: health is NOT_SERVING; serving on for {:?} so load balancers can react (--drain_seconds)",
+            limits.drain
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(limits.drain) => {}
+            _ = &mut again => {
+                tracing::info!("second signal: stopping now");
+                let _ = stop_tx.send(true);
+                return std::time::Instant::now();
+            }
+        }
+    }
+    tracing::info!(
+        "closing the listeners; requests in flight have {:?} to finish (--shutdown_grace_seconds)",
+        limits.grace
+    );
+    let _ = stop_tx.send(true);
+    std::time::Instant::now() + limits.grace
+}
+
+/// Serves the REST `app` on a bound listener until `shutdown` completes, within `limits`.
+pub async fn serve_rest(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: TransportLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let accepted = listener::accept(listener, limits.connections, "REST", Refuse::Http503);
+    http1::serve(accepted, app, limits.rest_header_read_timeout, shutdown).await
 }
 
 /// Resolves when the process gets Ctrl-C or SIGTERM.
@@ -324,14 +433,17 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves `registry` as `config` says until `shutdown` completes.
+/// Serves `registry` as `config` says until `shutdown` completes, then drains and stops
+/// within the configured deadlines (see [`TransportLimits`]).
 pub async fn serve(
     registry: Arc<ModelRegistry>,
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let core = Arc::new(ServingCore::new(registry, config.serving.clone()));
-    let services = GrpcServices::new(core.clone(), config.max_message_size, config.manager.clone()).await?;
+    let limits = config.limits;
+    let services =
+        GrpcServices::with_limits(core.clone(), config.max_message_size, config.manager.clone(), limits).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop = move || {
         let mut rx = stop_rx.clone();
@@ -358,19 +470,33 @@ pub async fn serve(
         let stop = stop();
         let app = crate::api::rest::router(core.clone(), config.rest.clone());
         tasks.spawn(async move {
-            axum::serve(nodelay_listener(listener), app).with_graceful_shutdown(stop).await?;
+            serve_rest(listener, app, limits, stop).await;
             Ok(())
         });
     }
-    let services_for_stop = services.clone();
+    let (deadline_tx, deadline_rx) = tokio::sync::oneshot::channel();
+    let (services_for_stop, core_for_stop) = (services.clone(), core.clone());
     tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        services_for_stop.set_not_serving().await;
-        let _ = stop_tx.send(true);
+        let deadline = drain_then_stop(shutdown, &services_for_stop, &core_for_stop, limits, stop_tx).await;
+        let _ = deadline_tx.send(deadline);
     });
-    while let Some(result) = tasks.join_next().await {
-        result??;
+    let mut deadline = std::pin::pin!(async {
+        match deadline_rx.await {
+            Ok(at) => tokio::time::sleep_until(at.into()).await,
+            Err(_) => std::future::pending().await,
+        }
+    });
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => match next {
+                Some(result) => result??,
+                None => break,
+            },
+            _ = &mut deadline => {
+                tracing::warn!("connections still open after the grace period (--shutdown_grace_seconds): exiting anyway");
+                break;
+            }
+        }
     }
     if let Some(path) = &config.grpc_socket_path {
         let _ = std::fs::remove_file(path);

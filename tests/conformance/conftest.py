@@ -32,6 +32,9 @@ class Server:
         cmd = [BIN, f"--port={self.port}", "--grpc_bind_address=127.0.0.1",
                f"--grpc_socket_path={self.socket_path}", f"--rest_api_port={self.rest_port}", *flags]
         # The suite runs once per engine: TENSORSERVE_ONNX_ENGINE=tract|onnxruntime (default: the server's auto).
+        # Stopping is immediate unless a test asks for the drain window.
+        if not any(f.startswith("--drain_seconds") for f in flags):
+            cmd.append("--drain_seconds=0")
         engine = os.environ.get("TENSORSERVE_ONNX_ENGINE")
         if engine and not any(f.startswith("--onnx_engine") for f in flags):
             cmd.append(f"--onnx_engine={engine}")
