@@ -16,6 +16,9 @@ use crate::model::{
 use crate::tensor::proto::DecodeLimits;
 use crate::tensor::{Tensor, TensorData};
 
+/// Requests with more input than this always run on the blocking pool, whatever the model's average.
+pub const INLINE_MAX_INPUT_BYTES: usize = 256 * 1024;
+
 /// Settings shared by every front end.
 #[derive(Clone, Debug)]
 pub struct ServingOptions {
@@ -136,7 +139,9 @@ impl ServingCore {
         let PredictCall { servable, signature_name, inputs, outputs, .. } = call;
         let model = servable.model.clone();
         let stats = servable.stats.clone();
-        let mut result = if stats.run_inline(self.options.inline_run_threshold) {
+        // A fast model's average says nothing about a request far larger than usual.
+        let small = inputs.values().map(held_bytes).sum::<usize>() <= INLINE_MAX_INPUT_BYTES;
+        let mut result = if small && stats.run_inline(self.options.inline_run_threshold) {
             let start = Instant::now();
             let r = crate::model::run_guarded(model.as_ref(), signature_name, inputs, &outputs);
             stats.record(start.elapsed());

@@ -83,29 +83,26 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    // JSON is parsed from one slice: chunks are copied into one buffer as they arrive. It grows
+    // (charged first) only as bytes come, never to a declared length the peer has not sent.
+    let ceiling = declared.map_or(limit, |n| n as usize);
+    let mut joined: Vec<u8> = Vec::new();
     let mut body = body;
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ServingError::invalid_argument(format!("cannot read the request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
-        total += data.len();
-        if total > limit {
+        let needed = joined.len() + data.len();
+        if needed > limit {
             return Err(too_large());
         }
-        budget.charge(data.len(), || "the request body".to_string())?;
-        chunks.push(data);
+        let capacity = joined.capacity();
+        if needed > capacity {
+            let grown = needed.max(capacity.saturating_mul(2).min(ceiling.max(needed)));
+            budget.charge(grown - capacity, || "the request body".to_string())?;
+            joined.reserve_exact(grown - joined.len());
+        }
+        joined.extend_from_slice(&data);
     }
-    if chunks.len() <= 1 {
-        return Ok(chunks.pop().unwrap_or_default());
-    }
-    // JSON is parsed from one slice: join the chunks (charged while both copies live).
-    budget.charge(total, || "joining the request body".to_string())?;
-    let mut joined = Vec::with_capacity(total);
-    for c in chunks.drain(..) {
-        joined.extend_from_slice(&c);
-    }
-    budget.release(total);
     Ok(Bytes::from(joined))
 }
 

@@ -77,11 +77,25 @@ where
         let body = HeldBody::new(body, budget.clone(), plan, self.state.clone());
         let future = self.inner.call(Request::from_parts(parts, Body::new(body)));
         Box::pin(async move {
-            let response = future.await;
+            let mut response = future.await;
             // The request's memory is given back when its handler is done.
             drop(budget);
+            if let Ok(response) = &mut response {
+                undecodable_is_invalid_argument(response);
+            }
             response
         })
+    }
+}
+
+/// tonic answers a request it cannot decode with INTERNAL; the client sent it, so it is
+/// INVALID_ARGUMENT (the message is kept).
+fn undecodable_is_invalid_argument(response: &mut Response<Body>) {
+    let headers = response.headers_mut();
+    let undecodable = headers.get("grpc-status").is_some_and(|v| v == "13")
+        && headers.get("grpc-message").is_some_and(|m| m.as_bytes().starts_with(b"failed%20to%20decode%20Protobuf"));
+    if undecodable {
+        headers.insert("grpc-status", tonic::codegen::http::HeaderValue::from_static("3"));
     }
 }
 
@@ -214,14 +228,15 @@ impl http_body::Body for HeldBody {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
                     this.ended = true;
-                    // A message cut short goes on as it is, so tonic reports it as truncated.
-                    if let Framing::Message { header, .. } = this.framing {
-                        this.ready.push_back((Bytes::copy_from_slice(&header), 0));
-                        let held: Vec<Bytes> = this.held.drain(..).collect();
-                        this.ready.extend(held.into_iter().map(|c| {
-                            let n = c.len();
-                            (c, n)
-                        }));
+                    // A message cut short is refused here: passing its header on would make tonic
+                    // reserve the length it declares.
+                    if let Framing::Message { len, left, .. } = this.framing {
+                        let held: usize = this.held.drain(..).map(|c| c.len()).sum();
+                        this.budget.release(held);
+                        this.error = Some(Status::invalid_argument(format!(
+                            "the request ended inside a message: {} of its {len} bytes arrived",
+                            len - left
+                        )));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),

@@ -22,7 +22,7 @@ def free_port():
 class Server:
     """One tensorserve process and the address to reach it."""
 
-    def __init__(self, *flags, rest=False):
+    def __init__(self, *flags, rest=False, preexec_fn=None):
         self.port = free_port()
         self.rest_port = free_port() if rest else 0
         self.rest_url = f"http://127.0.0.1:{self.rest_port}" 
@@ -40,7 +40,7 @@ class Server:
             cmd.append(f"--onnx_engine={engine}")
         # A file, not a pipe: nobody drains a pipe, and a full one would block the server's logging.
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, env=env, stderr=self.log)
+        self.proc = subprocess.Popen(cmd, env=env, stderr=self.log, preexec_fn=preexec_fn)
         self.wait_ready()
 
     def wait_ready(self, timeout=30.0):
