@@ -521,3 +521,26 @@ def test_explain_obeys_the_rest_timeout():
             assert "Deadline exceeded" in r.json()["error"]
     finally:
         s.stop()
+
+
+def test_message_limit_and_compression_are_clear():
+    s = Server("--max_message_size_bytes=1000000")
+    try:
+        with grpc.insecure_channel(s.address, compression=grpc.Compression.Gzip) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(half_plus_two([1.0]), 5)
+            assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            assert "gzip" in e.value.details()
+        big = half_plus_two([1.0])
+        big.inputs["x"].ClearField("float_val")
+        big.inputs["x"].tensor_shape.dim[0].size = 1 << 20
+        big.inputs["x"].tensor_content = bytes(4 << 20)
+        with grpc.insecure_channel(s.address, options=[("grpc.max_send_message_length", -1)]) as ch:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Predict(big, 5)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert e.value.details().startswith("Received message larger than max (4194")
+            assert list(stub.Predict(half_plus_two([2.0]), 5).outputs["y"].float_val) == [3.0]
+    finally:
+        s.stop()
