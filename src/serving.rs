@@ -141,7 +141,8 @@ impl ServingCore {
         let stats = servable.stats.clone();
         // A fast model's average says nothing about a request far larger than usual.
         let small = inputs.values().map(held_bytes).sum::<usize>() <= INLINE_MAX_INPUT_BYTES;
-        let mut result = if small && stats.run_inline(self.options.inline_run_threshold) {
+        let inline = small && model.is_prepared_for(signature_name, &inputs);
+        let mut result = if inline && stats.run_inline(self.options.inline_run_threshold) {
             let start = Instant::now();
             let r = crate::model::run_guarded(model.as_ref(), signature_name, inputs, &outputs);
             stats.record(start.elapsed());

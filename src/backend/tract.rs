@@ -35,8 +35,11 @@ struct Head {
     outputs: Vec<(String, usize)>,
     /// The graph as loaded (pruned to this head), kept to plan for shapes the graph does not declare.
     source: tract_onnx::prelude::InferenceModel,
-    /// Plans built for such shapes, by input shapes (TF Serving does not check shapes; we follow).
-    fallback_plans: std::sync::Mutex<std::collections::HashMap<Vec<Vec<usize>>, Arc<TypedRunnableModel>>>,
+    /// Plans built for such shapes, by input shapes (TF Serving does not check shapes; we follow);
+    /// shapes that cannot be planned are kept with their error, so a retry costs nothing.
+    fallback_plans: std::sync::Mutex<std::collections::HashMap<Vec<Vec<usize>>, FallbackPlan>>,
+    /// Held while a fallback plan is built, so concurrent misses build it once.
+    planning: std::sync::Mutex<()>,
     /// Idle run states, reused so a run does not rebuild per-node state (tract resets them after each run).
     states: std::sync::Mutex<Vec<TypedSimpleState>>,
 }
@@ -49,7 +52,10 @@ pub struct TractModel {
     signatures: BTreeMap<String, Signature>,
 }
 
-/// Most shape-specific plans kept per model; past this the request gets a clear error.
+/// A shape-specific plan, or why those shapes cannot be planned.
+type FallbackPlan = Result<Arc<TypedRunnableModel>, ServingError>;
+
+/// Most shape-specific plans (and failures) kept per model; past this the request gets a clear error.
 const MAX_FALLBACK_PLANS: usize = 16;
 
 /// Idle states kept per model; more concurrent runs than this just build fresh ones.
@@ -138,7 +144,15 @@ impl Head {
         let inputs =
             inputs.iter().map(|name| PlanInput { alias: name.clone(), dims: dims_of(&graph_inputs[name]) }).collect();
         let outputs = outputs.iter().enumerate().map(|(i, name)| (name.clone(), i)).collect();
-        Ok(Head { plan, inputs, outputs, source, fallback_plans: Default::default(), states: Default::default() })
+        Ok(Head {
+            plan,
+            inputs,
+            outputs,
+            source,
+            fallback_plans: Default::default(),
+            planning: Default::default(),
+            states: Default::default(),
+        })
     }
 
     /// A head for `sig`: the graph pruned to the tensors the signature names.
@@ -176,6 +190,7 @@ impl Head {
             outputs,
             source: model,
             fallback_plans: Default::default(),
+            planning: Default::default(),
             states: Default::default(),
         })
     }
@@ -272,12 +287,53 @@ fn from_tract(name: &str, t: Arc<TractTensor>) -> Result<Tensor, ServingError> {
 }
 
 impl Head {
-    /// A plan for input shapes that differ from the declared ones, built once per shape set.
+    /// True when `inputs` fit the declared shapes or a fallback plan (or failure) is cached.
+    fn is_prepared_for(&self, inputs: &TensorMap) -> bool {
+        let mut key = Vec::with_capacity(self.inputs.len());
+        let mut fit = true;
+        for input in &self.inputs {
+            let Some(shape) = inputs.get(&input.alias).map(Tensor::shape) else { return true };
+            fit &= shape.len() == input.dims.len()
+                && shape.iter().zip(&input.dims).all(|(got, want)| want.is_none_or(|w| w == *got));
+            key.push(shape.to_vec());
+        }
+        fit || self.fallback_plans.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&key)
+    }
+
+    /// A plan for input shapes that differ from the declared ones, built once per shape set;
+    /// a failure (error or panic inside tract) is kept as the answer for those shapes.
     fn plan_for(&self, inputs: &[(&Tensor, &PlanInput)]) -> Result<Arc<TypedRunnableModel>, ServingError> {
         let key: Vec<Vec<usize>> = inputs.iter().map(|(t, _)| t.shape().to_vec()).collect();
-        if let Some(plan) = self.fallback_plans.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(plan.clone());
+        let cached = || self.fallback_plans.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        if let Some(plan) = cached() {
+            return plan;
         }
+        let _planning = self.planning.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(plan) = cached() {
+            return plan;
+        }
+        if self.fallback_plans.lock().unwrap_or_else(|p| p.into_inner()).len() >= MAX_FALLBACK_PLANS {
+            return Err(ServingError::invalid_argument(format!(
+                "too many distinct undeclared input shapes for this model; send shapes matching its signature {:?}",
+                self.inputs.iter().map(|i| &i.dims).collect::<Vec<_>>()
+            )));
+        }
+        let describe = || -> String {
+            inputs.iter().map(|(t, i)| format!("{} {:?}", i.alias, t.shape())).collect::<Vec<_>>().join(", ")
+        };
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.build_plan(inputs)))
+            .unwrap_or_else(|payload| {
+                Err(ServingError::invalid_argument(format!(
+                    "the model cannot take input shapes {}: {}",
+                    describe(),
+                    crate::model::panic_message(payload.as_ref())
+                )))
+            });
+        self.fallback_plans.lock().unwrap_or_else(|p| p.into_inner()).insert(key, built.clone());
+        built
+    }
+
+    fn build_plan(&self, inputs: &[(&Tensor, &PlanInput)]) -> Result<Arc<TypedRunnableModel>, ServingError> {
         let mismatch = |e: tract_onnx::prelude::TractError| {
             let got: Vec<String> = inputs.iter().map(|(t, i)| format!("{} {:?}", i.alias, t.shape())).collect();
             ServingError::invalid_argument(format!("the model cannot take input shapes {}: {e}", got.join(", ")))
@@ -294,16 +350,7 @@ impl Head {
                 .set_input_fact(i, tract_onnx::prelude::InferenceFact::dt_shape(dt, tensor.shape()))
                 .map_err(mismatch)?;
         }
-        let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(mismatch)?;
-        let mut plans = self.fallback_plans.lock().unwrap_or_else(|p| p.into_inner());
-        if plans.len() >= MAX_FALLBACK_PLANS {
-            return Err(ServingError::invalid_argument(format!(
-                "too many distinct undeclared input shapes for this model; send shapes matching its signature {:?}",
-                self.inputs.iter().map(|i| &i.dims).collect::<Vec<_>>()
-            )));
-        }
-        plans.insert(key, plan.clone());
-        Ok(plan)
+        model.into_optimized().and_then(|m| m.into_runnable()).map_err(mismatch)
     }
 
     fn run(&self, inputs: TensorMap, outputs: &[String]) -> Result<TensorMap, ServingError> {
@@ -399,5 +446,34 @@ impl Model for TractModel {
             ServingError::failed_precondition(format!("Serving signature key \"{signature}\" not found."))
         })?;
         head.run(inputs, outputs)
+    }
+
+    fn is_prepared_for(&self, signature: &str, inputs: &TensorMap) -> bool {
+        self.heads.get(signature).is_none_or(|head| head.is_prepared_for(inputs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::onnx::OnnxSource;
+
+    #[test]
+    fn shapes_that_cannot_be_planned_are_refused_once_then_from_the_cache() {
+        let source = OnnxSource::from_bytes(crate::examples::DIGITS_MLP_ONNX, None).unwrap();
+        let model = TractModel::load(&source).unwrap();
+        let signature = crate::model::DEFAULT_SIGNATURE;
+        let alias = model.signatures()[signature].inputs.keys().next().unwrap().clone();
+        let output = model.signatures()[signature].outputs.keys().next().unwrap().clone();
+        let inputs = || TensorMap::from([(alias.clone(), Tensor::from_vec(vec![1, 5], vec![0f32; 5]).unwrap())]);
+        assert!(!model.is_prepared_for(signature, &inputs()), "a new shape needs a plan first");
+        let first = model.run(signature, inputs(), std::slice::from_ref(&output)).unwrap_err();
+        assert_eq!(first.code, crate::Code::InvalidArgument);
+        assert!(first.message.contains("cannot take input shapes"), "{}", first.message);
+        assert!(model.is_prepared_for(signature, &inputs()), "the failure is cached");
+        let again = model.run(signature, inputs(), std::slice::from_ref(&output)).unwrap_err();
+        assert_eq!(again, first);
+        let declared = TensorMap::from([(alias.clone(), Tensor::from_vec(vec![2, 64], vec![0f32; 128]).unwrap())]);
+        assert!(model.is_prepared_for(signature, &declared));
     }
 }

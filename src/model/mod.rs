@@ -99,6 +99,12 @@ pub trait Model: Send + Sync + 'static {
         None
     }
 
+    /// False when running `inputs` would first build something slow (a plan for shapes the
+    /// graph does not declare); the server then runs it on the blocking pool, never on the reactor.
+    fn is_prepared_for(&self, _signature: &str, _inputs: &TensorMap) -> bool {
+        true
+    }
+
     /// Importance scores per instance (one list per batch row) for REST `:explain`.
     ///
     /// `None` (the default) hands the request to the built-in occlusion explainer.
