@@ -295,9 +295,13 @@ fn status_walks_through_loading_available_unloading_end() {
     let input = tensorserve::Tensor::from_vec(vec![1], vec![2.0f32]).unwrap();
     let out = in_flight.model.run("serving_default", [("x".to_string(), input)].into(), &["y".to_string()]).unwrap();
     assert_eq!(out["y"].view::<f32>().unwrap()[[0]], 3.0);
-    drop(in_flight);
+    // The manager is not held up by the wait: its poll has returned while version 1 drains.
     poll.join().unwrap();
-    assert_eq!(states(&registry, "m"), vec![(3, Available), (2, End), (1, End)]);
+    assert_eq!(states(&registry, "m"), vec![(3, Available), (2, End), (1, Unloading)]);
+    drop(in_flight);
+    wait_for("END of 1", Duration::from_secs(10), || {
+        states(&registry, "m") == vec![(3, Available), (2, End), (1, End)]
+    });
 }
 
 fn predict_log(x: f32) -> Vec<u8> {
@@ -434,8 +438,11 @@ fn the_config_file_is_polled_and_a_bad_edit_keeps_the_running_config() {
     wait_for("model b from the edited file", Duration::from_secs(10), || {
         registry.model_names() == vec!["b"] && states(&registry, "b") == vec![(4, Available)]
     });
-    assert_eq!(states(&registry, "a"), vec![(1, End)]);
-    std::fs::write(&file, "model_config_list { config { name: 'c' base_path: ").unwrap();
+    // The unload finishes on its own thread once nothing holds the version.
+    wait_for("END of a", Duration::from_secs(10), || states(&registry, "a") == vec![(1, End)]);
+    // Written aside and renamed in: a poll must not catch the file empty, half written.
+    std::fs::write(file.with_extension("new"), "model_config_list { config { name: 'c' base_path: ").unwrap();
+    std::fs::rename(file.with_extension("new"), &file).unwrap();
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(registry.model_names(), vec!["b"]);
     assert_eq!(states(&registry, "b"), vec![(4, Available)]);

@@ -321,14 +321,15 @@ impl Head {
         let describe = || -> String {
             inputs.iter().map(|(t, i)| format!("{} {:?}", i.alias, t.shape())).collect::<Vec<_>>().join(", ")
         };
-        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.build_plan(inputs)))
-            .unwrap_or_else(|payload| {
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.build_plan(inputs))).unwrap_or_else(
+            |payload| {
                 Err(ServingError::invalid_argument(format!(
                     "the model cannot take input shapes {}: {}",
                     describe(),
                     crate::model::panic_message(payload.as_ref())
                 )))
-            });
+            },
+        );
         self.fallback_plans.lock().unwrap_or_else(|p| p.into_inner()).insert(key, built.clone());
         built
     }

@@ -368,6 +368,18 @@ impl ModelManager {
                 Tracked::Available
             }
             Err(error) if attempts < self.options.max_load_retries => {
+                // Still LOADING, but the status says why it is taking so long.
+                let waiting = ServingError::new(
+                    error.code,
+                    format!(
+                        "load attempt {} of {} failed, next in {:?}: {}",
+                        attempts + 1,
+                        self.options.max_load_retries + 1,
+                        self.options.load_retry_interval,
+                        error.message
+                    ),
+                );
+                self.registry.set_status(name, v, ServableState::Loading, Some(waiting));
                 tracing::warn!(
                     model = name,
                     version = v,
@@ -432,25 +444,43 @@ impl ModelManager {
         }
     }
 
-    /// UNLOADING until in-flight requests finish (they hold the model), then END.
+    /// UNLOADING until in-flight requests finish (they hold the model), then END. The wait
+    /// happens on its own thread, so the manager (and a reload RPC) is not held up by it.
     fn unload(&self, name: &str, v: i64) {
-        if let Some(model) = self.registry.begin_unload(name, v) {
-            let deadline = Instant::now() + self.options.drain_timeout;
+        let Some(model) = self.registry.begin_unload(name, v) else {
+            self.registry.set_status(name, v, ServableState::End, None);
+            return;
+        };
+        if Arc::strong_count(&model) == 1 {
+            drop(model);
+            self.registry.set_status(name, v, ServableState::End, None);
+            tracing::info!(model = name, version = v, "unloaded");
+            return;
+        }
+        let (registry, name, timeout) = (self.registry.clone(), name.to_string(), self.options.drain_timeout);
+        let wait = move || {
+            let deadline = Instant::now() + timeout;
+            let mut pause = Duration::from_millis(1);
             while Arc::strong_count(&model) > 1 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
             }
             if Arc::strong_count(&model) > 1 {
-                tracing::warn!(
-                    model = name,
-                    version = v,
-                    "requests still running after {:?}; freed when they end",
-                    self.options.drain_timeout
-                );
+                tracing::warn!(model = %name, version = v, "requests still running after {timeout:?}; freed when they end");
             }
             drop(model);
+            // Unless the version was loaded again meanwhile.
+            let still_unloading = registry
+                .statuses(&name)
+                .is_some_and(|s| s.iter().any(|st| st.version == v && st.state == ServableState::Unloading));
+            if still_unloading {
+                registry.set_status(&name, v, ServableState::End, None);
+            }
+            tracing::info!(model = %name, version = v, "unloaded");
+        };
+        if let Err(e) = std::thread::Builder::new().name(format!("unload-{v}")).spawn(wait) {
+            tracing::warn!(version = v, "cannot start an unload thread: {e}");
         }
-        self.registry.set_status(name, v, ServableState::End, None);
-        tracing::info!(model = name, version = v, "unloaded");
     }
 
     /// Publishes the config's labels; returns one error per label on a version that does not serve.
