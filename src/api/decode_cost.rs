@@ -6,7 +6,7 @@
 //! [`DecodeCost`] walks the wire bytes with the schema, without decoding, and adds up an upper
 //! bound on what prost will allocate, so the request's memory budget is charged before decoding.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use prost_reflect::{DescriptorPool, Kind, MessageDescriptor};
@@ -53,8 +53,15 @@ pub struct DecodeCost {
     /// Plan of each message type, by full name.
     by_name: HashMap<String, usize>,
     /// Plan of each method's request, by gRPC path (`/package.Service/Method`).
-    by_path: HashMap<String, usize>,
+    by_path: BTreeMap<String, usize>,
+    /// The most any wire byte can cost once decoded, over every type: bounds small messages
+    /// without walking them.
+    per_wire_byte: usize,
 }
+
+/// Messages whose bound (`len` x the worst cost per wire byte) is below this are charged that
+/// bound without a walk: a few KB of request, a few hundred KB of budget for a moment.
+const WALK_ABOVE: usize = 1 << 20;
 
 impl DecodeCost {
     /// Plans for every message and method in `pool`.
@@ -69,7 +76,21 @@ impl DecodeCost {
                 cost.by_path.insert(format!("/{}/{}", service.full_name(), method.name()), plan);
             }
         }
+        cost.per_wire_byte =
+            cost.plans.iter().flat_map(|p| p.fields.iter()).map(|(_, f)| cost.per_byte(f)).max().unwrap_or(1);
         cost
+    }
+
+    /// The most one wire byte of field `f` can cost: each occurrence takes at least a tag and a
+    /// length byte (2), a packed element at least one byte.
+    fn per_byte(&self, f: &Field) -> usize {
+        match *f {
+            Field::Scalar { size, wire, .. } => size * GROWTH / wire.max(1),
+            Field::Text { .. } => 24 * GROWTH / 2 + 1,
+            Field::Blob { .. } => 32 * GROWTH / 2,
+            Field::Message { plan, repeated: true } => self.plans[plan].size * GROWTH / 2 + 1,
+            Field::Message { repeated: false, .. } => 1,
+        }
     }
 
     /// Plans for tensorserve's own schemas.
@@ -91,7 +112,16 @@ impl DecodeCost {
     /// An upper bound on the bytes decoding `chunks` (one message, in order) as `plan` allocates.
     /// Malformed input stops the walk; what was counted so far is returned (prost will refuse it).
     pub fn estimate(&self, plan: usize, chunks: &[Bytes]) -> usize {
-        let total = chunks.iter().map(Bytes::len).sum();
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        let bound = self.plans[plan].size.saturating_add(total.saturating_mul(self.per_wire_byte));
+        if bound <= WALK_ABOVE {
+            return bound;
+        }
+        self.walk_estimate(plan, chunks, total)
+    }
+
+    /// The walk itself: what decoding `chunks` allocates, field by field.
+    fn walk_estimate(&self, plan: usize, chunks: &[Bytes], total: usize) -> usize {
         let mut cursor = Cursor { chunks, index: 0, offset: 0, pos: 0 };
         let mut cost = self.plans[plan].size;
         let _ = self.walk(&mut cursor, plan, total, 0, &mut cost);
@@ -280,8 +310,12 @@ mod tests {
         let plan = cost.method(path).expect("a method of ours");
         // Split in odd places: the walk must not depend on chunk boundaries.
         let chunks: Vec<Bytes> = wire.chunks(7).map(Bytes::copy_from_slice).collect();
-        let whole = cost.estimate(plan, &[Bytes::copy_from_slice(wire)]);
-        assert_eq!(cost.estimate(plan, &chunks), whole);
+        let whole = cost.walk_estimate(plan, &[Bytes::copy_from_slice(wire)], wire.len());
+        assert_eq!(cost.walk_estimate(plan, &chunks, wire.len()), whole);
+        // The bound used for small messages is never below the walk.
+        let bound = cost.plans[plan].size + wire.len() * cost.per_wire_byte;
+        assert!(bound >= whole, "bound {bound} < walk {whole}");
+        assert_eq!(cost.estimate(plan, &chunks), if bound <= WALK_ABOVE { bound } else { whole });
         whole
     }
 
@@ -342,6 +376,7 @@ mod tests {
             deep = outer;
         }
         let plan = cost.message("tensorflow.VariantTensorDataProto").unwrap();
-        cost.estimate(plan, &[Bytes::from(deep)]);
+        let len = deep.len();
+        cost.walk_estimate(plan, &[Bytes::from(deep)], len);
     }
 }

@@ -289,15 +289,18 @@ fn from_tract(name: &str, t: Arc<TractTensor>) -> Result<Tensor, ServingError> {
 impl Head {
     /// True when `inputs` fit the declared shapes or a fallback plan (or failure) is cached.
     fn is_prepared_for(&self, inputs: &TensorMap) -> bool {
-        let mut key = Vec::with_capacity(self.inputs.len());
-        let mut fit = true;
-        for input in &self.inputs {
-            let Some(shape) = inputs.get(&input.alias).map(Tensor::shape) else { return true };
-            fit &= shape.len() == input.dims.len()
-                && shape.iter().zip(&input.dims).all(|(got, want)| want.is_none_or(|w| w == *got));
-            key.push(shape.to_vec());
+        let shapes: Option<Vec<&[usize]>> =
+            self.inputs.iter().map(|input| inputs.get(&input.alias).map(Tensor::shape)).collect();
+        let Some(shapes) = shapes else { return true };
+        let fit = shapes.iter().zip(&self.inputs).all(|(shape, input)| {
+            shape.len() == input.dims.len()
+                && shape.iter().zip(&input.dims).all(|(got, want)| want.is_none_or(|w| w == *got))
+        });
+        // Only an undeclared shape pays for building the cache key.
+        fit || {
+            let key: Vec<Vec<usize>> = shapes.iter().map(|s| s.to_vec()).collect();
+            self.fallback_plans.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&key)
         }
-        fit || self.fallback_plans.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&key)
     }
 
     /// A plan for input shapes that differ from the declared ones, built once per shape set;

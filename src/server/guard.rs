@@ -105,7 +105,7 @@ enum Framing {
     /// Reading a header; `filled` of its bytes are in.
     Header { bytes: [u8; HEADER], filled: usize },
     /// Reading a message body; `left` bytes still to come.
-    Message { header: [u8; HEADER], len: usize, left: usize },
+    Message { header: Bytes, len: usize, left: usize },
 }
 
 /// A request body that passes each gRPC message on only once it is whole and paid for.
@@ -148,25 +148,19 @@ impl HeldBody {
     fn feed(&mut self, mut data: Bytes) -> Result<(), Status> {
         while data.has_remaining() {
             match &mut self.framing {
+                // The common case: a whole header in this chunk, passed on without a copy.
+                Framing::Header { filled: 0, .. } if data.len() >= HEADER => {
+                    let header = data.split_to(HEADER);
+                    self.start_message(header)?;
+                }
                 Framing::Header { bytes, filled } => {
                     let take = (HEADER - *filled).min(data.len());
                     bytes[*filled..*filled + take].copy_from_slice(&data[..take]);
                     *filled += take;
                     data.advance(take);
                     if *filled == HEADER {
-                        let header = *bytes;
-                        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-                        let limit = self.state.max_message_size;
-                        if len > limit {
-                            // grpc-core's wording, which TF Serving's clients know.
-                            return Err(Status::resource_exhausted(format!(
-                                "Received message larger than max ({len} vs. {limit})"
-                            )));
-                        }
-                        self.framing = Framing::Message { header, len, left: len };
-                        if len == 0 {
-                            self.complete()?;
-                        }
+                        let header = Bytes::copy_from_slice(&bytes[..]);
+                        self.start_message(header)?;
                     }
                 }
                 Framing::Message { left, .. } => {
@@ -185,21 +179,39 @@ impl HeldBody {
         Ok(())
     }
 
+    /// A header is in: check the declared length, then wait for that many bytes.
+    fn start_message(&mut self, header: Bytes) -> Result<(), Status> {
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let limit = self.state.max_message_size;
+        if len > limit {
+            // grpc-core's wording, which TF Serving's clients know.
+            return Err(Status::resource_exhausted(format!("Received message larger than max ({len} vs. {limit})")));
+        }
+        self.framing = Framing::Message { header, len, left: len };
+        if len == 0 {
+            self.complete()?;
+        }
+        Ok(())
+    }
+
     /// A message is whole: charge its decoding and tonic's copy, then release it to tonic.
     fn complete(&mut self) -> Result<(), Status> {
-        let Framing::Message { header, len, .. } = self.framing else { return Ok(()) };
+        let Framing::Message { header, len, .. } =
+            std::mem::replace(&mut self.framing, Framing::Header { bytes: [0; HEADER], filled: 0 })
+        else {
+            return Ok(());
+        };
         // Compressed messages cannot be walked; tonic refuses them (no compression is enabled).
         if let (Some(plan), 0) = (self.plan, header[0]) {
             let cost = self.state.cost.estimate(plan, &self.held);
             self.budget.charge(cost, || "decoding the request".to_string()).map_err(Status::from)?;
         }
         self.budget.charge(len, || "the transport's copy of the request".to_string()).map_err(Status::from)?;
-        self.ready.push_back((Bytes::copy_from_slice(&header), 0));
+        self.ready.push_back((header, 0));
         for chunk in self.held.drain(..) {
             let charged = chunk.len();
             self.ready.push_back((chunk, charged));
         }
-        self.framing = Framing::Header { bytes: [0; HEADER], filled: 0 };
         Ok(())
     }
 }
