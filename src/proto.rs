@@ -28,7 +28,17 @@ pub fn parse_text_format<T: prost::Message + Default>(
     origin: &str,
 ) -> Result<T, crate::error::ServingError> {
     use crate::error::ServingError;
-    let pool = prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET)
+    // prost-reflect's parser recurses once per nesting level with no limit of its own.
+    if let Some(offset) = too_deep(text, MAX_TEXT_DEPTH) {
+        let (line, column) = line_column(text, offset);
+        return Err(ServingError::invalid_argument(format!(
+            "Error parsing text-format {full_name}: {origin}:{line}:{column}: messages nested more than {MAX_TEXT_DEPTH} deep"
+        )));
+    }
+    static POOL: std::sync::OnceLock<Result<prost_reflect::DescriptorPool, String>> = std::sync::OnceLock::new();
+    let pool = POOL
+        .get_or_init(|| prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET).map_err(|e| e.to_string()))
+        .as_ref()
         .map_err(|e| ServingError::internal(format!("bundled descriptors are unusable: {e}")))?;
     let descriptor = pool
         .get_message_by_name(full_name)
@@ -39,6 +49,41 @@ pub fn parse_text_format<T: prost::Message + Default>(
         ServingError::invalid_argument(format!("Error parsing text-format {full_name}: {origin}:{line}:{column}: {e}"))
     })?;
     message.transcode_to::<T>().map_err(|e| ServingError::internal(format!("{origin}: {e}")))
+}
+
+/// Nesting allowed in text-format files; TF Serving's deepest (a config with `Any` values) is under 10.
+const MAX_TEXT_DEPTH: usize = 64;
+
+/// The offset where `text` nests `{`/`<` deeper than `max`, outside strings and comments.
+fn too_deep(text: &str, max: usize) -> Option<usize> {
+    let (mut depth, mut quote, mut escaped, mut comment) = (0usize, None::<u8>, false, false);
+    for (i, &b) in text.as_bytes().iter().enumerate() {
+        if comment {
+            comment = b != b'\n';
+        } else if let Some(q) = quote {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'\n' => quote = None,
+                _ if b == q => quote = None,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'#' => comment = true,
+                b'"' | b'\'' => quote = Some(b),
+                b'{' | b'<' | b'[' => {
+                    depth += 1;
+                    if depth > max {
+                        return Some(i);
+                    }
+                }
+                b'}' | b'>' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
 }
 
 /// 1-based line and column (in characters) of a byte offset.

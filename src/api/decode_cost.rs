@@ -26,9 +26,12 @@ enum Field {
     Text { repeated: bool },
     /// `bytes`: borrowed from the receive buffer, only a handle is allocated.
     Blob { repeated: bool },
-    /// A message, walked in turn.
-    Message { plan: usize, repeated: bool },
+    /// A message, walked in turn; map entries are messages too.
+    Message { plan: usize, repeated: bool, map: bool },
 }
+
+/// A `BTreeMap` leaf holds 11 entries and is allocated whole with the map's first entry.
+const MAP_LEAF: usize = 11;
 
 /// One message type: its in-memory size and its fields by number.
 #[derive(Debug, Default)]
@@ -88,7 +91,8 @@ impl DecodeCost {
             Field::Scalar { size, wire, .. } => size * GROWTH / wire.max(1),
             Field::Text { .. } => 24 * GROWTH / 2 + 1,
             Field::Blob { .. } => 32 * GROWTH / 2,
-            Field::Message { plan, repeated: true } => self.plans[plan].size * GROWTH / 2 + 1,
+            Field::Message { plan, map: true, .. } => self.plans[plan].size * MAP_LEAF / 2 + 32,
+            Field::Message { plan, repeated: true, .. } => self.plans[plan].size * GROWTH / 2 + 1,
             Field::Message { repeated: false, .. } => 1,
         }
     }
@@ -129,9 +133,12 @@ impl DecodeCost {
     }
 
     fn walk(&self, c: &mut Cursor, plan: usize, end: usize, depth: u32, cost: &mut usize) -> Option<()> {
+        // Map fields of this message instance that already have their first leaf.
+        let mut maps_started: Vec<u32> = Vec::new();
         while c.pos < end {
             let key = c.varint()?;
-            let field = u32::try_from(key >> 3).ok().and_then(|n| self.plans[plan].field(n));
+            let number = u32::try_from(key >> 3).unwrap_or(u32::MAX);
+            let field = self.plans[plan].field(number);
             let repeated_scalar = match field {
                 Some(Field::Scalar { size, repeated: true, .. }) => size * GROWTH,
                 _ => 0,
@@ -163,7 +170,15 @@ impl DecodeCost {
                         }
                         Some(Field::Text { repeated }) => *cost += len + if repeated { 24 * GROWTH } else { 0 },
                         Some(Field::Blob { repeated: true }) => *cost += 32 * GROWTH,
-                        Some(Field::Message { plan: inner, repeated }) => {
+                        Some(Field::Message { plan: inner, map: true, .. }) if !maps_started.contains(&number) => {
+                            maps_started.push(number);
+                            *cost += self.plans[inner].size * MAP_LEAF + 64;
+                            if depth >= MAX_DEPTH {
+                                return None;
+                            }
+                            self.walk(c, inner, sub_end, depth + 1, cost)?;
+                        }
+                        Some(Field::Message { plan: inner, repeated, .. }) => {
                             if repeated {
                                 // Map entries land in tree nodes: count them like vector slots.
                                 *cost += self.plans[inner].size * GROWTH;
@@ -212,7 +227,7 @@ impl DecodeCost {
                     let recursive = building.iter().any(|n| n == m.full_name());
                     let inner = self.plan_of(&m, building);
                     let inline = if repeated || recursive { 8 } else { self.plans[inner].size + 8 };
-                    (Field::Message { plan: inner, repeated }, inline)
+                    (Field::Message { plan: inner, repeated, map: f.is_map() }, inline)
                 }
             };
             size += if repeated { 24 } else { inline };
@@ -341,7 +356,7 @@ mod tests {
         let tensor = tf::TensorProto { dtype: 1, tensor_content: vec![0u8; 1 << 20].into(), ..Default::default() };
         let request = pb::PredictRequest { inputs: [("x".to_string(), tensor)].into(), ..Default::default() };
         let estimate = estimate(&cost, PREDICT, &request.encode_to_vec());
-        assert!(estimate < 4096, "{estimate}");
+        assert!(estimate < 8192, "{estimate}");
     }
 
     #[test]
@@ -378,5 +393,15 @@ mod tests {
         let plan = cost.message("tensorflow.VariantTensorDataProto").unwrap();
         let len = deep.len();
         cost.walk_estimate(plan, &[Bytes::from(deep)], len);
+    }
+
+    #[test]
+    fn a_map_entry_costs_a_whole_tree_leaf() {
+        let cost = DecodeCost::for_tensorserve();
+        let request =
+            pb::PredictRequest { inputs: [("x".to_string(), tf::TensorProto::default())].into(), ..Default::default() };
+        let estimate = estimate(&cost, PREDICT, &request.encode_to_vec());
+        let entry = cost.plans[cost.message("tensorflow.serving.PredictRequest.InputsEntry").unwrap()].size;
+        assert!(estimate >= MAP_LEAF * entry, "{estimate} < {MAP_LEAF} x {entry}");
     }
 }

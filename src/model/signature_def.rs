@@ -25,6 +25,9 @@ pub fn parse_signature_defs(text: &str, origin: &str) -> Result<BTreeMap<String,
     Ok(map.signature_def)
 }
 
+/// Largest default tensor a signature may declare: one example's worth of an input, never gigabytes.
+const MAX_DEFAULT_BYTES: usize = 16 << 20;
+
 /// Turns declared signatures into [`Signature`]s over a graph whose inputs and outputs are
 /// `graph_inputs` / `graph_outputs` (keyed by tensor name).
 ///
@@ -53,7 +56,7 @@ pub fn signatures_from_defs(
         let mut defaults = BTreeMap::new();
         for (alias, proto) in &def.defaults {
             let spec = inputs.get(alias).ok_or_else(|| fail(format!("default for unknown input {alias}")))?;
-            let tensor = decode(proto.clone(), &DecodeLimits::default())
+            let tensor = decode(proto.clone(), &DecodeLimits { max_tensor_bytes: MAX_DEFAULT_BYTES })
                 .map_err(|e| fail(format!("default {alias}: {}", e.detail)))?;
             if tensor.dtype() != spec.dtype {
                 return Err(fail(format!(

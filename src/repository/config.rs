@@ -191,4 +191,27 @@ model_config_list {
         check("config { name: 'a' base_path: '/x' version_labels { key: 'a/b' value: 1 } }", "Invalid version label");
         check("config { name: 'a' base_path: '/x' model_version_policy { specific { } } }", "no versions");
     }
+
+    #[test]
+    fn deeply_nested_text_is_refused_before_parsing() {
+        let text = "[a/tensorflow.Example]{".repeat(8000) + &"}".repeat(8000);
+        // The manager's thread has a small stack; the parser must not recurse this deep.
+        let e = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || parse_text(&text, "deep.config"))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code, crate::Code::InvalidArgument);
+        assert!(e.message.contains("deep.config:1:"), "{}", e.message);
+        assert!(e.message.contains("nested more than 64 deep"), "{}", e.message);
+        // Nesting in strings and comments does not count.
+        let ok = format!(
+            "# {}\nmodel_config_list {{ config {{ name: '{}' base_path: '/m' }} }}",
+            "{".repeat(100),
+            "{".repeat(100)
+        );
+        assert!(parse_text(&ok, "ok.config").is_ok());
+    }
 }

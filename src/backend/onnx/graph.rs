@@ -127,14 +127,25 @@ fn edit_graph(model: &[u8], edit: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>)
     Ok(out)
 }
 
+/// Subgraphs nested deeper than this are refused: real models nest a few levels, and each level
+/// costs stack.
+const MAX_SUBGRAPH_DEPTH: usize = 64;
+
 /// Every value name a node reads, including those its subgraphs (If, Loop, Scan bodies) read from outside.
 fn node_reads(node: &[u8]) -> Result<Vec<String>, String> {
+    node_reads_at(node, 0)
+}
+
+fn node_reads_at(node: &[u8], depth: usize) -> Result<Vec<String>, String> {
+    if depth > MAX_SUBGRAPH_DEPTH {
+        return Err(format!("subgraphs are nested more than {MAX_SUBGRAPH_DEPTH} deep"));
+    }
     let mut names = strings(node, NODE_INPUT)?;
     for attr in fields(node)?.into_iter().filter(|f| f.number == NODE_ATTRIBUTE) {
         for g in fields(attr.payload.unwrap_or(&[]))? {
             if g.number == ATTRIBUTE_GRAPH || g.number == ATTRIBUTE_GRAPHS {
                 for inner in fields(g.payload.unwrap_or(&[]))?.into_iter().filter(|f| f.number == GRAPH_NODE) {
-                    names.extend(node_reads(inner.payload.unwrap_or(&[]))?);
+                    names.extend(node_reads_at(inner.payload.unwrap_or(&[]), depth + 1)?);
                 }
             }
         }
@@ -338,5 +349,27 @@ mod tests {
             assert!(prune(bad, &[], &[]).is_err());
             assert!(relax_shapes(bad).is_err());
         }
+    }
+
+    #[test]
+    fn subgraphs_nested_too_deep_are_an_error_not_a_stack_overflow() {
+        // A node whose attribute holds a graph whose node holds a graph ..., 5,000 levels deep.
+        let mut node = message(&[(NODE_OUTPUT, b"y".to_vec())]);
+        for _ in 0..5_000 {
+            let graph = message(&[(GRAPH_NODE, node)]);
+            let attribute = message(&[(ATTRIBUTE_GRAPH, graph)]);
+            node = message(&[(NODE_OUTPUT, b"y".to_vec()), (NODE_ATTRIBUTE, attribute)]);
+        }
+        let graph = message(&[(GRAPH_NODE, node), (GRAPH_OUTPUT, value_info("y", &[1]))]);
+        let model = message(&[(MODEL_GRAPH, graph)]);
+        // Run on a small stack, like the manager's thread.
+        let e = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || prune(&model, &[], &["y"]))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap_err();
+        assert!(e.contains("nested more than 64 deep"), "{e}");
     }
 }
