@@ -10,9 +10,11 @@ use tensorserve::repository::config::{parse_text, validate};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let Ok(config) = parse_text(&text, "/etc/tensorserve/models.config") else { return };
+    let config = parse_text(&text, "/etc/tensorserve/models.config");
     let platforms: BTreeSet<String> = ["onnx", "tensorflow"].into_iter().map(String::from).collect();
-    let Ok(models) = validate(&config, &platforms) else { return };
+    let models = config.map(|c| validate(&c, &platforms));
+    tensorserve_fuzz::debug(|| format!("{models:?}"));
+    let Ok(Ok(models)) = models else { return };
     let present: BTreeSet<i64> = [1, 2, 3, 5, 8, 13, i64::MAX].into_iter().collect();
     for model in &models {
         let selected = model.policy.select(&present);

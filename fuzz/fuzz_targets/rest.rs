@@ -8,13 +8,14 @@
 //! * the rest is the body: TF Serving's row and columnar formats, KServe V1, classify/regress
 //!   examples.
 //!
-//! Every JSON answer must parse as JSON (with TF Serving's bare NaN/Infinity allowed).
+//! Every JSON answer must parse as JSON (with TF Serving's bare NaN/Infinity allowed), and once
+//! answered a request must hold none of the memory pool.
 #![no_main]
 
 use axum::body::Body;
 use axum::http::{header, Method, Request};
 use libfuzzer_sys::fuzz_target;
-use tensorserve_fuzz::{block_on, fixture, MODEL_NAMES};
+use tensorserve_fuzz::{block_on, debug, fixture, MODEL_NAMES};
 use tower::ServiceExt;
 
 const TEMPLATES: [(&str, &str); 18] = [
@@ -65,11 +66,15 @@ fn request(template: u8, fill: u8, body: &[u8]) -> Option<Request<Body>> {
 fuzz_target!(|data: &[u8]| {
     let [template, fill, body @ ..] = data else { return };
     let Some(request) = request(*template, *fill, body) else { return };
-    let router = fixture().rest[usize::from(fill >> 7)].clone();
+    let line = format!("{} {}", request.method(), request.uri());
+    let which = usize::from(fill >> 7);
+    let router = fixture().rest[which].clone();
     block_on(async move {
         let response = router.oneshot(request).await.expect("the router is infallible");
         let json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/json");
+        let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("a body");
+        debug(|| format!("{line} -> {status} {}", String::from_utf8_lossy(&body)));
         if json {
             let text = std::str::from_utf8(&body).expect("a JSON answer is UTF-8");
             let text = tensorserve::tensor::json::quote_non_finite(text);
@@ -78,4 +83,5 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     });
+    tensorserve_fuzz::assert_nothing_held(&fixture().cores[which], "REST");
 });

@@ -26,11 +26,16 @@ fn graph() -> &'static Graph {
             spec("x", DataType::Float, Some(&[-1, 1])),
             spec("x2", DataType::Float, Some(&[-1, 1])),
             spec("sepal_length", DataType::Float, Some(&[-1, 1])),
+            spec("sepal_width", DataType::Float, Some(&[-1, 1])),
+            spec("petal_length", DataType::Float, Some(&[-1, 1])),
+            spec("petal_width", DataType::Float, Some(&[-1, 1])),
             spec("any", DataType::Float, None),
         ]
         .into();
         let mut outputs: BTreeMap<String, TensorSpec> = [
             spec("y", DataType::Float, Some(&[-1, 1])),
+            spec("y2", DataType::Float, Some(&[-1, 1])),
+            spec("y3", DataType::Float, None),
             spec("scores", DataType::Float, Some(&[-1, 3])),
             spec("classes", DataType::String, Some(&[-1, 3])),
         ]
@@ -46,9 +51,12 @@ fn graph() -> &'static Graph {
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let Ok(defs) = parse_signature_defs(&text, "/models/m/1/signatures.pbtxt") else { return };
+    let defs = parse_signature_defs(&text, "/models/m/1/signatures.pbtxt");
+    let Ok(defs) = defs.inspect_err(|e| tensorserve_fuzz::debug(|| format!("{e:?}"))) else { return };
     let g = graph();
-    let Ok(signatures) = signatures_from_defs(&defs, &g.inputs, &g.outputs, &g.optional) else { return };
+    let signatures = signatures_from_defs(&defs, &g.inputs, &g.outputs, &g.optional);
+    tensorserve_fuzz::debug(|| format!("{signatures:?}"));
+    let Ok(signatures) = signatures else { return };
     for (name, signature) in &signatures {
         assert!(defs.contains_key(name), "signature {name} was not declared");
         for as_content in [false, true] {

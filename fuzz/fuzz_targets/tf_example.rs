@@ -16,7 +16,7 @@ use tensorserve_fuzz::{all_signatures, MAX_TENSOR_BYTES};
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
     let signatures = all_signatures();
-    let (_, signature) = &signatures[usize::from(selector >> 2) % signatures.len()];
+    let (name, signature) = &signatures[usize::from(selector >> 2) % signatures.len()];
     let input = if selector & 1 == 0 {
         let Ok(input) = pb::Input::decode(body) else { return };
         input
@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
         input
     };
     let Ok(examples) = Examples::of(Some(&input)) else { return };
-    let Ok(tensors) = examples.to_inputs(signature, MAX_TENSOR_BYTES) else { return };
+    let budget = tensorserve_fuzz::budget();
+    let tensors = examples.to_inputs(signature, MAX_TENSOR_BYTES, &budget);
+    tensorserve_fuzz::debug(|| format!("{name}: {tensors:?}"));
+    let Ok(tensors) = tensors else { return };
     for (alias, spec) in &signature.inputs {
         let t = tensors.get(alias).unwrap_or_else(|| panic!("no tensor for input {alias}"));
         assert_eq!(t.dtype(), spec.dtype, "{alias}: dtype");

@@ -44,7 +44,8 @@ fn model_name(log: &pb::PredictionLog) -> Option<&str> {
 
 /// The target's one call of `warmup::replay` (it takes the decode limits).
 fn replay_file(servable: &Servable) {
-    let _ = replay(servable, file(), &tensorserve_fuzz::decode_limits());
+    let report = replay(servable, file(), &tensorserve_fuzz::decode_limits());
+    tensorserve_fuzz::debug(|| format!("{} v{}: {report:?}", servable.name, servable.version));
 }
 
 /// Records mode: 2-byte length-prefixed records, framed with valid checksums.

@@ -15,6 +15,7 @@ use half::{bf16, f16};
 use tensorserve::api::grpc::GrpcApi;
 use tensorserve::api::rest::{router, RestOptions};
 use tensorserve::explain::ExplainOptions;
+use tensorserve::memory::{MemoryLimits, MemoryPool, RequestBudget};
 use tensorserve::model::{
     parse_signature_defs, signatures_from_defs, ModelRegistry, RunStats, ServableState, Signature, TensorMap,
     TensorSpec, CLASSIFY_METHOD_NAME, PREDICT_METHOD_NAME, REGRESS_METHOD_NAME,
@@ -33,6 +34,22 @@ pub const MAX_TENSOR_BYTES: usize = 1 << 20;
 /// would then allocate without bound, which is the harness's fault, not the server's.
 const MAX_ROWS: usize = 1 << 16;
 
+/// The memory limits of the fuzzed cores and of [`budget`]: small, so refusals are fuzzed too.
+pub const MEMORY: MemoryLimits = MemoryLimits { per_request: 8 << 20, in_flight: 64 << 20 };
+
+/// A request budget for targets that call a decoder directly (one shared pool, [`MEMORY`]).
+pub fn budget() -> RequestBudget {
+    static POOL: OnceLock<Arc<MemoryPool>> = OnceLock::new();
+    POOL.get_or_init(|| MemoryPool::new(MEMORY)).budget()
+}
+
+/// After a request has been answered, its budget must have given everything back: memory
+/// still held would be refused to every later request (an accounting leak).
+pub fn assert_nothing_held(core: &ServingCore, what: &str) {
+    let held = core.memory().in_use();
+    assert!(held == 0, "{what}: {held} bytes of the memory pool are still held after the answer");
+}
+
 /// The decode limits of every target. The one place `DecodeLimits` is built.
 pub fn decode_limits() -> DecodeLimits {
     DecodeLimits { max_tensor_bytes: MAX_TENSOR_BYTES, ..DecodeLimits::default() }
@@ -47,7 +64,8 @@ pub fn serving_options(strict: bool) -> ServingOptions {
         // Far above any run: every run goes inline (deterministic; see RunStats::run_inline).
         inline_run_threshold: Duration::from_secs(3600),
         signature_method_name_check: strict,
-        // Anything added later (memory budgets...) keeps the server's defaults.
+        memory: MEMORY,
+        // Anything added later keeps the server's defaults.
         ..ServingOptions::default()
     }
 }
@@ -56,9 +74,7 @@ pub fn serving_options(strict: bool) -> ServingOptions {
 pub fn block_on<F: Future>(future: F) -> F::Output {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a tokio runtime")
-        })
+        .get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a tokio runtime"))
         .block_on(future)
 }
 
@@ -483,18 +499,17 @@ impl FuzzModel {
             ("s".to_string(), Tensor::from_strings(vec![1], vec![Bytes::from_static(b"d")]).expect("one")),
         ]);
         s.insert("classify".to_string(), classify);
-        s.insert("classify_scores".to_string(), sig(CLASSIFY_METHOD_NAME, [f11("x")], [spec("scores", Float, &[-1, 3])]));
+        s.insert(
+            "classify_scores".to_string(),
+            sig(CLASSIFY_METHOD_NAME, [f11("x")], [spec("scores", Float, &[-1, 3])]),
+        );
         s.insert(
             "classify_classes".to_string(),
             sig(CLASSIFY_METHOD_NAME, [spec("s", String, &[-1, 1])], [spec("classes", String, &[-1, 1])]),
         );
         s.insert(
             "classify_bad".to_string(),
-            sig(
-                CLASSIFY_METHOD_NAME,
-                [f11("x")],
-                [spec("classes", String, &[-1, 2]), spec("scores", Float, &[-1, 2])],
-            ),
+            sig(CLASSIFY_METHOD_NAME, [f11("x")], [spec("classes", String, &[-1, 2]), spec("scores", Float, &[-1, 2])]),
         );
         let mut regress =
             sig(REGRESS_METHOD_NAME, [f11("f"), spec("x2", Double, &[-1, 1])], [spec("outputs", Float, &[-1])]);
@@ -510,10 +525,8 @@ impl FuzzModel {
         );
         let mut regress_bad =
             sig(REGRESS_METHOD_NAME, [f11("x"), spec("z", Float, &[-1, 2])], [spec("outputs", Float, &[-1])]);
-        regress_bad.defaults = BTreeMap::from([(
-            "z".to_string(),
-            Tensor::from_vec(vec![3], vec![1.0f32, 2.0, 3.0]).expect("three"),
-        )]);
+        regress_bad.defaults =
+            BTreeMap::from([("z".to_string(), Tensor::from_vec(vec![3], vec![1.0f32, 2.0, 3.0]).expect("three"))]);
         s.insert("regress_bad".to_string(), regress_bad);
         s.insert(
             "regress_two_outputs".to_string(),
@@ -522,7 +535,10 @@ impl FuzzModel {
         let mut unknown_rank = sig(CLASSIFY_METHOD_NAME, [f11("x")], [spec("scores", Float, &[-1, 1])]);
         unknown_rank.inputs.get_mut("x").expect("x").shape = None;
         s.insert("unknown_rank".to_string(), unknown_rank);
-        s.insert("scalar".to_string(), sig(REGRESS_METHOD_NAME, [spec("x", Float, &[])], [spec("outputs", Float, &[-1])]));
+        s.insert(
+            "scalar".to_string(),
+            sig(REGRESS_METHOD_NAME, [spec("x", Float, &[])], [spec("outputs", Float, &[-1])]),
+        );
         s.insert(
             "half_feature".to_string(),
             sig(REGRESS_METHOD_NAME, [spec("x", Half, &[-1, 1])], [spec("outputs", Float, &[-1])]),
@@ -578,7 +594,10 @@ impl Model for FuzzModel {
                     TensorData::String(v) => v.clone(),
                     _ => return Err(bad("s")),
                 };
-                out.insert("lengths".into(), vec_tensor(vec![strings.len()], strings.iter().map(|b| b.len() as i64).collect())?);
+                out.insert(
+                    "lengths".into(),
+                    vec_tensor(vec![strings.len()], strings.iter().map(|b| b.len() as i64).collect())?,
+                );
                 out.insert("echo_bytes".into(), string_tensor(vec![strings.len()], strings)?);
             }
             "single" => {
@@ -658,21 +677,26 @@ impl Model for FuzzModel {
                 let x = input(&inputs, "x")?;
                 let n = floats(&inputs, "x")?.len().min(MAX_ROWS);
                 let v = first(x);
+                let classes = |rows: usize| string_tensor(vec![rows, 2], vec![Bytes::from_static(b"c"); 2 * rows]);
                 if v > 1.0 {
                     // classes of the wrong dtype
                     out.insert("classes".into(), vec_tensor(vec![n, 2], vec![v; 2 * n])?);
+                    out.insert("scores".into(), vec_tensor(vec![n, 2], vec![v; 2 * n])?);
                 } else if v < -1.0 {
                     // a batch that does not match the examples
+                    out.insert("classes".into(), classes(n + 1)?);
                     out.insert("scores".into(), vec_tensor(vec![n + 1, 2], vec![v; 2 * n + 2])?);
                 } else if v == 0.0 {
                     // rank 1 where [batch, classes] is needed
+                    out.insert("classes".into(), classes(n)?);
                     out.insert("scores".into(), vec_tensor(vec![n], vec![v; n])?);
                 } else if v > 0.0 {
                     // classes and scores disagree on the number of classes
-                    out.insert("classes".into(), string_tensor(vec![n, 2], vec![Bytes::from_static(b"c"); 2 * n])?);
+                    out.insert("classes".into(), classes(n)?);
                     out.insert("scores".into(), vec_tensor(vec![n, 3], vec![v; 3 * n])?);
                 } else {
-                    // no output at all: "model did not produce output"
+                    // scores only: "model did not produce output classes"
+                    out.insert("scores".into(), vec_tensor(vec![n, 2], vec![v; 2 * n])?);
                 }
             }
             "regress" => {
@@ -714,5 +738,14 @@ impl Model for FuzzModel {
             other => return Err(bad(format!("native model: no signature {other}"))),
         }
         Ok(out)
+    }
+}
+
+/// Prints `what()` when `FUZZ_DEBUG` is set: to check by hand which seeds reach a model
+/// (`FUZZ_DEBUG=1 target corpus/target/* -runs=0`... see README.md). Off, it costs one load.
+pub fn debug(what: impl FnOnce() -> String) {
+    static ON: OnceLock<bool> = OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("FUZZ_DEBUG").is_some()) {
+        eprintln!("FUZZ_DEBUG {}", what());
     }
 }
