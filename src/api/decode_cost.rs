@@ -275,10 +275,12 @@ impl Cursor<'_> {
         None
     }
 
-    fn skip(&mut self, mut n: usize) -> Option<()> {
+    /// Moves `n` bytes on, handing each chunk's part to `visit`; `None` past the end.
+    fn advance(&mut self, mut n: usize, mut visit: impl FnMut(&[u8])) -> Option<()> {
         while n > 0 {
             let chunk = self.chunks.get(self.index)?;
             let step = (chunk.len() - self.offset).min(n);
+            visit(&chunk[self.offset..self.offset + step]);
             self.offset += step;
             self.pos += step;
             n -= step;
@@ -290,26 +292,19 @@ impl Cursor<'_> {
         Some(())
     }
 
+    fn skip(&mut self, n: usize) -> Option<()> {
+        self.advance(n, |_| {})
+    }
+
     fn seek(&mut self, to: usize) -> Option<()> {
         let n = to.checked_sub(self.pos)?;
         self.skip(n)
     }
 
     /// Varints in the next `n` bytes: the bytes without the continuation bit.
-    fn count_varints(&mut self, mut n: usize) -> Option<usize> {
+    fn count_varints(&mut self, n: usize) -> Option<usize> {
         let mut count = 0;
-        while n > 0 {
-            let chunk = self.chunks.get(self.index)?;
-            let step = (chunk.len() - self.offset).min(n);
-            count += chunk[self.offset..self.offset + step].iter().filter(|b| **b < 0x80).count();
-            self.offset += step;
-            self.pos += step;
-            n -= step;
-            if self.offset == chunk.len() {
-                self.index += 1;
-                self.offset = 0;
-            }
-        }
+        self.advance(n, |part| count += part.iter().filter(|b| **b < 0x80).count())?;
         Some(count)
     }
 }
