@@ -110,20 +110,22 @@ class Target:
         return elapsed
 
     def assert_healthy(self):
-        """A normal Predict answers within its usual latency, and RSS returns within 10 %."""
+        """A normal Predict answers within its usual latency, and RSS returns to its steady state."""
         assert self.server.proc.poll() is None, self.server.stderr()
         latencies = sorted(self.predict() for _ in range(11))
         assert latencies[5] <= 3 * self.latency + 0.02, (latencies[5], self.latency)
         r = requests.post(f"{self.url}/v1/models/half_plus_two:predict", json={"instances": [1.0]})
         assert r.status_code == 200 and r.json() == {"predictions": [2.5]}, r.text
         # The allocator returns freed memory to the OS as it keeps working: keep traffic going.
+        # Steady state plus 10 % and 16 MiB: allocator slack per worker thread, not the GBs a leak shows.
+        settled = 1.10 * self.rss + 16 * MIB
         deadline = time.time() + 20
-        while rss(self.pid) > 1.10 * self.rss and time.time() < deadline:
+        while rss(self.pid) > settled and time.time() < deadline:
             for _ in range(25):
                 self.predict()
                 requests.post(f"{self.url}/v1/models/half_plus_two:predict", json={"instances": [1.0]})
             time.sleep(0.2)
-        assert rss(self.pid) <= 1.10 * self.rss, (rss(self.pid) / MIB, self.rss / MIB)
+        assert rss(self.pid) <= settled, (rss(self.pid) / MIB, self.rss / MIB)
 
     def assert_peak_below(self, before, limit, what):
         grown = peak(self.pid) - before
