@@ -12,7 +12,8 @@
 # Inputs a run finds go to fuzz/artifacts/corpus/<target> (ignored by git); the committed corpus
 # is only read. Environment: FUZZ_TOOLCHAIN (nightly), FUZZ_SANITIZER (none: tensorserve has no
 # unsafe code, so the bugs to find are panics, overflows, hangs and OOMs, and no sanitizer is
-# ~2x faster; `address` or `leak` also work), FUZZ_NICE (19), FUZZ_TARGET_DIR (fuzz/target).
+# ~2x faster; `address` or `leak` also work), FUZZ_NICE (19), FUZZ_TARGET_DIR (fuzz/target),
+# FUZZ_RUNS (stop each target after this many executions, SECONDS still caps it).
 set -euo pipefail
 
 FUZZ_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -114,7 +115,7 @@ for t in "${targets[@]}"; do
       set +e
       nice -n "$NICE" "$bin" "$FUZZ_DIR/artifacts/corpus/$t" "$FUZZ_DIR/corpus/$t" \
         -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 -max_len="$(max_len "$t")" \
-        ${d:+-dict="$d"} -print_final_stats=1 -artifact_prefix="$FUZZ_DIR/artifacts/$t/" >"$log" 2>&1
+        ${d:+-dict="$d"} ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} -print_final_stats=1 -artifact_prefix="$FUZZ_DIR/artifacts/$t/" >"$log" 2>&1
       rc=$?
       set -e
       done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)

@@ -118,6 +118,7 @@ pub async fn explain(
         signature,
         inputs: TensorMap::from([(alias.clone(), perturbed)]),
         outputs: outputs.clone(),
+        deadline: None,
     };
     let changed = core.predict(call, budget).await?;
 

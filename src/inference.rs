@@ -5,8 +5,8 @@
 //! into `ClassificationResult` / `RegressionResult` with TF Serving's checks and messages.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
+use crate::core::Job;
 use crate::error::ServingError;
 use crate::memory::RequestBudget;
 use crate::model::{Servable, Signature, TensorMap, CLASSIFY_METHOD_NAME, DEFAULT_SIGNATURE, REGRESS_METHOD_NAME};
@@ -236,7 +236,7 @@ pub fn prepare_task<'a>(
     let outputs = check_signature(signature, method, options.signature_method_name_check)?;
     let inputs = examples.to_inputs(signature, options.decode_limits.max_tensor_bytes, budget)?;
     Ok(TaskCall {
-        call: PredictCall { servable, signature_name, signature, inputs, outputs },
+        call: PredictCall { servable, signature_name, signature, inputs, outputs, deadline: None },
         method,
         batch: examples.len(),
     })
@@ -286,7 +286,7 @@ pub fn prepare_multi<'a>(
         .map(|(signature_name, signature, method, outputs)| {
             let inputs = examples.to_inputs(signature, options.decode_limits.max_tensor_bytes, budget)?;
             Ok(TaskCall {
-                call: PredictCall { servable, signature_name, signature, inputs, outputs },
+                call: PredictCall { servable, signature_name, signature, inputs, outputs, deadline: None },
                 method,
                 batch: examples.len(),
             })
@@ -311,12 +311,14 @@ impl ServingCore {
         input: Option<&pb::Input>,
         method: Method,
         budget: &RequestBudget,
+        deadline: Option<std::time::Instant>,
     ) -> Result<(TaskResult, pb::ModelSpec), ServingError> {
         let servable = self.resolve(&spec.name, &crate::api::grpc::version_choice(spec))?;
         let examples = Examples::of(input)?;
         let task = prepare_task(&servable, &spec.signature_name, method, &examples, self.options(), budget)?;
         let model_spec = response_spec(&spec.name, task.call.signature_name, servable.version);
-        let TaskCall { call, method, batch } = task;
+        let TaskCall { mut call, method, batch } = task;
+        call.deadline = deadline;
         let outputs = self.predict(call, budget).await?;
         let result = TaskCall::result_of(method, batch, &outputs)?;
         Ok((result, model_spec))
@@ -327,12 +329,14 @@ impl ServingCore {
         &self,
         request: &pb::MultiInferenceRequest,
         budget: &RequestBudget,
+        deadline: Option<std::time::Instant>,
     ) -> Result<pb::MultiInferenceResponse, ServingError> {
         let first = request.tasks.first().and_then(|t| t.model_spec.clone()).unwrap_or_default();
         let servable = self.resolve(&first.name, &crate::api::grpc::version_choice(&first))?;
         let tasks = prepare_multi(&servable, request, self.options(), budget)?;
         let mut results = Vec::with_capacity(tasks.len());
-        for TaskCall { call, method, batch } in tasks {
+        for TaskCall { mut call, method, batch } in tasks {
+            call.deadline = deadline;
             let model_spec = response_spec(&first.name, call.signature_name, servable.version);
             let outputs = self.predict(call, budget).await?;
             results.push(multi_result(TaskCall::result_of(method, batch, &outputs)?, model_spec));
@@ -373,10 +377,13 @@ pub fn run_log_blocking(
     let budget = &budget;
     let run = |task: TaskCall| -> Result<(), ServingError> {
         let TaskCall { call, method, batch } = task;
-        let start = Instant::now();
-        let outputs =
-            crate::model::run_guarded(servable.model.as_ref(), call.signature_name, call.inputs, &call.outputs)?;
-        servable.stats.record(start.elapsed());
+        let job = Job {
+            signature: call.signature_name.to_string(),
+            inputs: call.inputs,
+            outputs: call.outputs,
+            deadline: None,
+        };
+        let (outputs, _) = servable.runtime.run_here(job)?;
         TaskCall::result_of(method, batch, &outputs).map(drop)
     };
     match &log.log_type {

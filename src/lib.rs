@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod core;
 pub mod error;
 pub mod examples;
 pub mod explain;

@@ -8,6 +8,7 @@ use clap::{ArgAction, Parser};
 use std::time::Duration;
 
 use tensorserve::backend::onnx::{OnnxEngine, OnnxLoader};
+use tensorserve::core::{BatchingParameters, ExecutorOptions};
 use tensorserve::model::ModelRegistry;
 use tensorserve::repository::{config, ManagerOptions, ModelManager, Platforms};
 use tensorserve::server::{self, ServeConfig, DEFAULT_MAX_MESSAGE_SIZE};
@@ -113,6 +114,20 @@ struct Flags {
     /// Models whose average run is shorter than this run on the async workers; slower ones on the blocking pool.
     #[arg(long = "inline_run_threshold_micros", default_value_t = 50)]
     inline_run_threshold_micros: u64,
+
+    /// Batch requests to each model version as --batching_parameters_file says (TF Serving's flag).
+    #[arg(long = "enable_batching", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    enable_batching: bool,
+
+    /// Text-format BatchingParameters for --enable_batching (default: TF Serving's defaults).
+    #[arg(long = "batching_parameters_file", value_name = "FILE")]
+    batching_parameters_file: Option<PathBuf>,
+
+    /// A version directory's batching_params.pbtxt replaces the server's batching parameters for it.
+    #[arg(long = "enable_per_model_batching_parameters", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    enable_per_model_batching_parameters: bool,
 
     /// gRPC threads, each a single-threaded runtime with its own SO_REUSEPORT listener; 0 = one shared work-stealing runtime.
     #[arg(long = "grpc_runtime_threads", default_value_t = 0)]
@@ -223,7 +238,7 @@ fn run() -> Result<(), server::BoxError> {
 
     start_onnxruntime(&flags)?;
     let platforms = Platforms::with_onnx_engine(flags.onnx_engine);
-    let registry = Arc::new(ModelRegistry::new());
+    let registry = Arc::new(ModelRegistry::with_executor_options(executor_options(&flags)?));
     let decode_limits = DecodeLimits { max_tensor_bytes: flags.max_message_size_bytes };
     let (models, config_text) = if let Some(file) = &flags.model_config_file {
         let text = std::fs::read_to_string(file)
@@ -294,7 +309,6 @@ fn run() -> Result<(), server::BoxError> {
         serving: ServingOptions {
             tensor_content_output: flags.enable_serialization_as_tensor_content,
             decode_limits,
-            inline_run_threshold: std::time::Duration::from_micros(flags.inline_run_threshold_micros),
             signature_method_name_check: flags.enable_signature_method_name_check,
             memory,
         },
@@ -310,6 +324,24 @@ fn run() -> Result<(), server::BoxError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How versions run their models: the inline threshold and TF Serving's batching flags.
+fn executor_options(flags: &Flags) -> Result<ExecutorOptions, server::BoxError> {
+    let batching = match (&flags.batching_parameters_file, flags.enable_batching) {
+        (Some(file), true) => Some(tensorserve::repository::batching::read(file).map_err(|e| e.message)?),
+        (None, true) => Some(BatchingParameters::default()),
+        (Some(_), false) => return Err("--batching_parameters_file needs --enable_batching".into()),
+        (None, false) => None,
+    };
+    if let Some(p) = &batching {
+        tracing::info!("batching every model: {p:?}");
+    }
+    Ok(ExecutorOptions {
+        inline_run_threshold: Duration::from_micros(flags.inline_run_threshold_micros),
+        batching,
+        per_model_batching: flags.enable_per_model_batching_parameters,
+    })
 }
 
 /// The memory limits the flags ask for, the in-flight one from this machine when not given.

@@ -1,12 +1,13 @@
-//! The one place a request meets a model: resolution, checks, execution.
+//! Where a request meets a model: resolution and checks; the run itself is the executor's.
 //!
 //! Front ends decode their wire format into [`TensorMap`]s and call
-//! [`ServingCore::predict`]; a batcher can later slot in here without touching them.
+//! [`ServingCore::predict`], which hands an owned [`Job`] to the version's [`crate::core::Executor`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::core::Job;
 use crate::error::ServingError;
 use crate::memory::{MemoryLimits, MemoryPool, RequestBudget};
 use crate::model::{
@@ -14,36 +15,19 @@ use crate::model::{
     PREDICT_METHOD_NAME, REGRESS_METHOD_NAME,
 };
 use crate::tensor::proto::DecodeLimits;
-use crate::tensor::{Tensor, TensorData};
-
-/// Requests with more input than this always run on the blocking pool, whatever the model's average.
-pub const INLINE_MAX_INPUT_BYTES: usize = 256 * 1024;
+use crate::tensor::Tensor;
 
 /// Settings shared by every front end.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ServingOptions {
     /// Emit outputs as `tensor_content` instead of typed fields.
     pub tensor_content_output: bool,
     /// Limits for decoding request tensors.
     pub decode_limits: DecodeLimits,
-    /// Models whose runs average below this run inline on the async worker; slower ones go to the blocking pool.
-    pub inline_run_threshold: Duration,
     /// `--enable_signature_method_name_check`: a signature serves only its own method.
     pub signature_method_name_check: bool,
     /// The memory budget of one request and the limit over all requests in flight.
     pub memory: MemoryLimits,
-}
-
-impl Default for ServingOptions {
-    fn default() -> Self {
-        ServingOptions {
-            tensor_content_output: false,
-            decode_limits: DecodeLimits::default(),
-            inline_run_threshold: Duration::from_micros(50),
-            signature_method_name_check: false,
-            memory: MemoryLimits::default(),
-        }
-    }
 }
 
 /// A checked Predict call, ready to run.
@@ -56,8 +40,10 @@ pub struct PredictCall<'a> {
     pub signature: &'a Signature,
     /// Inputs by alias, complete and type-checked.
     pub inputs: TensorMap,
-    /// Output aliases to return, in request order.
+    /// Output aliases to return (the answer is sorted by alias).
     pub outputs: Vec<String>,
+    /// When the caller stops waiting (gRPC `grpc-timeout`, the REST timeout).
+    pub deadline: Option<Instant>,
 }
 
 /// The registry plus the shared request logic.
@@ -133,45 +119,14 @@ impl ServingCore {
         Ok(call)
     }
 
-    /// Runs a prepared call; slow models run on the blocking pool, never on the reactor. The
-    /// outputs are charged to `budget` before the caller encodes them.
+    /// Runs a prepared call on its version's executor (never blocking the reactor with a slow
+    /// model). The outputs are charged to `budget` before the caller encodes them.
     pub async fn predict(&self, call: PredictCall<'_>, budget: &RequestBudget) -> Result<TensorMap, ServingError> {
-        let PredictCall { servable, signature_name, inputs, outputs, .. } = call;
-        let model = servable.model.clone();
-        let stats = servable.stats.clone();
-        // A fast model's average says nothing about a request far larger than usual.
-        let small = inputs.values().map(held_bytes).sum::<usize>() <= INLINE_MAX_INPUT_BYTES;
-        let inline = small && model.is_prepared_for(signature_name, &inputs);
-        let mut result = if inline && stats.run_inline(self.options.inline_run_threshold) {
-            let start = Instant::now();
-            let r = crate::model::run_guarded(model.as_ref(), signature_name, inputs, &outputs);
-            stats.record(start.elapsed());
-            r
-        } else {
-            tracing::trace!(model = %servable.name, version = servable.version, average = ?stats.average(), "run on the blocking pool");
-            let signature = signature_name.to_string();
-            let outputs_for_run = outputs.clone();
-            let (r, elapsed) = tokio::task::spawn_blocking(move || {
-                let start = Instant::now();
-                let r = crate::model::run_guarded(model.as_ref(), &signature, inputs, &outputs_for_run);
-                (r, start.elapsed())
-            })
-            .await
-            .map_err(|e| ServingError::internal(format!("model run failed: {e}")))?;
-            stats.record(elapsed);
-            r
-        }?;
-        let mut out = TensorMap::new();
-        let mut bytes = 0;
-        for alias in outputs {
-            let tensor = result
-                .remove(&alias)
-                .ok_or_else(|| ServingError::internal(format!("model did not produce output {alias}")))?;
-            bytes += held_bytes(&tensor);
-            out.insert(alias, tensor);
-        }
-        budget.charge(bytes, || "the model's outputs".to_string())?;
-        Ok(out)
+        let PredictCall { servable, signature_name, inputs, outputs, deadline, .. } = call;
+        let job = Job { signature: signature_name.to_string(), inputs, outputs, deadline };
+        let (outputs, _outcome) = servable.runtime.run(job).await?;
+        budget.charge(outputs.values().map(Tensor::held_bytes).sum(), || "the model's outputs".to_string())?;
+        Ok(outputs)
     }
 }
 
@@ -242,15 +197,7 @@ pub fn prepare_predict<'a, R>(
         }
     }
     let outputs = select_outputs(signature, output_filter)?;
-    Ok(PredictCall { servable, signature_name, signature, inputs, outputs })
-}
-
-/// Memory a tensor holds: its values, and for strings their bytes plus one handle each.
-pub fn held_bytes(t: &Tensor) -> usize {
-    match t.data() {
-        TensorData::String(v) => v.iter().map(|s| s.len() + std::mem::size_of::<bytes::Bytes>()).sum(),
-        d => d.len() * d.dtype().size().unwrap_or(1),
-    }
+    Ok(PredictCall { servable, signature_name, signature, inputs, outputs, deadline: None })
 }
 
 fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {

@@ -331,7 +331,7 @@ fn warmup_records_run_before_available_and_a_bad_one_fails_the_load() {
     let (registry, manager) = start(manual(), vec![model("m", dir.path(), VersionPolicy::Latest(1))]);
     // The warmup runs were timed, so the first real request already knows how fast the model is.
     let servable = registry.resolve("m", &VersionChoice::Latest).unwrap();
-    assert!(servable.stats.average() > Duration::ZERO);
+    assert!(servable.runtime.stats().average() > Duration::ZERO);
     drop(servable);
 
     // A record naming an input the model lacks fails version 2's load; version 1 keeps serving.
@@ -738,7 +738,7 @@ fn warmup_replays_classify_regress_and_multi_inference_logs() {
     std::fs::write(v1.join(warmup::WARMUP_FILE), warmup::write_tfrecord(&[classify, regress, good_multi])).unwrap();
     let (registry, manager) = start(manual(), vec![model("m", dir.path(), VersionPolicy::Latest(1))]);
     assert_eq!(states(&registry, "m"), vec![(1, Available)]);
-    assert!(registry.resolve("m", &VersionChoice::Latest).unwrap().stats.average() > Duration::ZERO);
+    assert!(registry.resolve("m", &VersionChoice::Latest).unwrap().runtime.stats().average() > Duration::ZERO);
 
     // A multi-inference record with a predict task fails the load with TF Serving's message.
     let v2 = add_version(dir.path(), "2");

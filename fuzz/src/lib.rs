@@ -14,11 +14,12 @@ use bytes::Bytes;
 use half::{bf16, f16};
 use tensorserve::api::grpc::GrpcApi;
 use tensorserve::api::rest::{router, RestOptions};
+use tensorserve::core::ExecutorOptions;
 use tensorserve::explain::ExplainOptions;
 use tensorserve::memory::{MemoryLimits, MemoryPool, RequestBudget};
 use tensorserve::model::{
-    parse_signature_defs, signatures_from_defs, ModelRegistry, RunStats, ServableState, Signature, TensorMap,
-    TensorSpec, CLASSIFY_METHOD_NAME, PREDICT_METHOD_NAME, REGRESS_METHOD_NAME,
+    parse_signature_defs, signatures_from_defs, ModelRegistry, ServableState, Signature, TensorMap, TensorSpec,
+    CLASSIFY_METHOD_NAME, PREDICT_METHOD_NAME, REGRESS_METHOD_NAME,
 };
 use tensorserve::serving::{ServingCore, ServingOptions};
 use tensorserve::tensor::proto::DecodeLimits;
@@ -61,8 +62,6 @@ pub fn serving_options(strict: bool) -> ServingOptions {
     ServingOptions {
         tensor_content_output: strict,
         decode_limits: decode_limits(),
-        // Far above any run: every run goes inline (deterministic; see RunStats::run_inline).
-        inline_run_threshold: Duration::from_secs(3600),
         signature_method_name_check: strict,
         memory: MEMORY,
         // Anything added later keeps the server's defaults.
@@ -138,11 +137,13 @@ pub fn all_signatures() -> &'static [(String, Signature)] {
 /// * `loading` (v1 LOADING: REST answers 503), `failed` (v1 END with an error), `retired`
 ///   (unloaded and removed from the config).
 pub fn build_registry() -> ModelRegistry {
-    let registry = ModelRegistry::new();
+    // Far above any run: every run goes inline (deterministic; see RunStats::run_inline).
+    let options = ExecutorOptions { inline_run_threshold: Duration::from_secs(3600), ..ExecutorOptions::default() };
+    let registry = ModelRegistry::with_executor_options(options);
     let insert = |name: &str, version: i64, model: Arc<dyn Model>| {
-        let stats = Arc::new(RunStats::default());
-        stats.seed(Duration::from_nanos(1));
-        registry.insert_with_stats(name, version, model, stats);
+        let runtime = registry.executor(name, version, model, None);
+        runtime.stats().seed(Duration::from_nanos(1));
+        registry.insert_runtime(name, version, runtime);
     };
     insert("fuzz", 1, Arc::new(FuzzModel::new(None)));
     insert("fuzz", 2, Arc::new(FuzzModel::new(Some("fuzz"))));

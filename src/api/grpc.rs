@@ -50,6 +50,26 @@ fn budget_of<T>(core: &ServingCore, request: &Request<T>) -> Arc<RequestBudget> 
     request.extensions().get::<Arc<RequestBudget>>().cloned().unwrap_or_else(|| Arc::new(core.memory().budget()))
 }
 
+/// When the client stops waiting: now plus its `grpc-timeout` (1-8 digits and a unit, H M S m u n).
+fn deadline_of<T>(request: &Request<T>) -> Option<std::time::Instant> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => std::time::Duration::from_secs(n * 3600),
+        "M" => std::time::Duration::from_secs(n * 60),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    };
+    std::time::Instant::now().checked_add(timeout)
+}
+
 fn require_spec(spec: Option<pb::ModelSpec>) -> Result<pb::ModelSpec, ServingError> {
     spec.ok_or_else(|| ServingError::invalid_argument("Missing ModelSpec"))
 }
@@ -92,9 +112,11 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
         let budget = budget_of(&self.core, &request);
+        let deadline = deadline_of(&request);
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
-        let (result, model_spec) = self.core.run_task(&spec, request.input.as_ref(), Method::Classify, &budget).await?;
+        let (result, model_spec) =
+            self.core.run_task(&spec, request.input.as_ref(), Method::Classify, &budget, deadline).await?;
         let TaskResult::Classification(result) = result else {
             return Err(ServingError::internal("classify produced a regression").into());
         };
@@ -106,9 +128,11 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
         let budget = budget_of(&self.core, &request);
+        let deadline = deadline_of(&request);
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
-        let (result, model_spec) = self.core.run_task(&spec, request.input.as_ref(), Method::Regress, &budget).await?;
+        let (result, model_spec) =
+            self.core.run_task(&spec, request.input.as_ref(), Method::Regress, &budget, deadline).await?;
         let TaskResult::Regression(result) = result else {
             return Err(ServingError::internal("regress produced a classification").into());
         };
@@ -117,11 +141,12 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
 
     async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
         let budget = budget_of(&self.core, &request);
+        let deadline = deadline_of(&request);
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
         let servable = self.core.resolve(&spec.name, &version_choice(&spec))?;
         let limits = self.core.options().decode_limits;
-        let call = self.core.prepare_predict(
+        let mut call = self.core.prepare_predict(
             &servable,
             &spec.signature_name,
             request.inputs,
@@ -131,6 +156,7 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
                     .map_err(|e| e.into_serving(|detail| format!("tensor parsing error: {alias} ({detail})")))
             },
         )?;
+        call.deadline = deadline;
         let signature_name = call.signature_name.to_string();
         let outputs = self.core.predict(call, &budget).await?;
         let as_content = self.core.options().tensor_content_output;
@@ -150,7 +176,8 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         request: Request<pb::MultiInferenceRequest>,
     ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
         let budget = budget_of(&self.core, &request);
-        Ok(Response::new(self.core.multi_inference(&request.into_inner(), &budget).await?))
+        let deadline = deadline_of(&request);
+        Ok(Response::new(self.core.multi_inference(&request.into_inner(), &budget, deadline).await?))
     }
 
     async fn get_model_metadata(

@@ -21,11 +21,11 @@ use crate::inference;
 use crate::memory::RequestBudget;
 use crate::model::{ServableState, VersionChoice, DEFAULT_SIGNATURE};
 use crate::proto::tensorflow::serving as pb;
-use crate::serving::{held_bytes, ServingCore};
+use crate::serving::ServingCore;
 use crate::tensor::json::{
     parse_inputs, parse_instances, quote_non_finite, write_outputs, write_predictions, InputBuilders,
 };
-use crate::tensor::DataType;
+use crate::tensor::{DataType, Tensor};
 
 /// REST settings.
 #[derive(Clone, Debug)]
@@ -442,8 +442,9 @@ async fn classify_or_regress(
     let (signature_name, input) = crate::tensor::example::input_from_json(&value, verb)?;
     let mut spec = spec_of(target);
     spec.signature_name = signature_name;
+    let deadline = std::time::Instant::now().checked_add(rest.options.timeout);
     let (result, _) =
-        tokio::time::timeout(rest.options.timeout, rest.core.run_task(&spec, Some(&input), method, budget))
+        tokio::time::timeout(rest.options.timeout, rest.core.run_task(&spec, Some(&input), method, budget, deadline))
             .await
             .map_err(|_| {
                 ServingError::new(
@@ -516,7 +517,7 @@ async fn predict(
     };
     // The explainer keeps a copy of the inputs beside the one the model consumes.
     let kept_inputs = if with_explanations {
-        budget.charge(inputs.values().map(held_bytes).sum(), || "keeping the inputs to explain".to_string())?;
+        budget.charge(inputs.values().map(Tensor::held_bytes).sum(), || "keeping the inputs to explain".to_string())?;
         Some(inputs.clone())
     } else {
         None
@@ -529,7 +530,8 @@ async fn predict(
             "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms",
         )
     };
-    let call = rest.core.prepare_predict(&servable, &signature_name, inputs, &[], |_, t| Ok(t))?;
+    let mut call = rest.core.prepare_predict(&servable, &signature_name, inputs, &[], |_, t| Ok(t))?;
+    call.deadline = Some(deadline.into_std());
     let outputs = tokio::time::timeout_at(deadline, rest.core.predict(call, budget)).await.map_err(timed_out)??;
 
     // JSON text takes up to ~24 bytes per number; charge it before writing.

@@ -3,7 +3,8 @@
 mod registry;
 mod signature_def;
 
-pub use registry::{ModelRegistry, RunStats, Servable, ServableState, VersionChoice, VersionStatus};
+pub use crate::core::RunStats;
+pub use registry::{ModelRegistry, Servable, ServableState, VersionChoice, VersionStatus};
 pub use signature_def::{parse_signature_defs, signatures_from_defs, SIGNATURES_FILE};
 
 use std::collections::{BTreeMap, BTreeSet};

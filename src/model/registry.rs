@@ -5,13 +5,13 @@
 //! from the registry finishes its in-flight requests before it is freed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use super::Model;
+use crate::core::{Executor, ExecutorOptions};
 use crate::error::{Code, ServingError};
 
 /// Lifecycle states, numbered as in `ModelVersionStatus.State`.
@@ -58,10 +58,8 @@ pub struct VersionStatus {
 struct VersionEntry {
     /// State and error.
     status: VersionStatus,
-    /// The model, present while the version can serve.
-    model: Option<Arc<dyn Model>>,
-    /// Run-time statistics of this version.
-    stats: Arc<RunStats>,
+    /// The version's executor (and model), present while the version can serve.
+    runtime: Option<Arc<Executor>>,
 }
 
 /// One model name as stored in a snapshot.
@@ -75,64 +73,36 @@ struct ModelEntry {
     retired: bool,
 }
 
-/// A model version resolved for one request.
-#[derive(Clone)]
+/// A model version resolved for one request; while any clone lives, the version counts it
+/// in flight, and an unload waits for it.
 pub struct Servable {
     /// The model name as requested.
     pub name: String,
     /// The resolved version.
     pub version: i64,
-    /// The model; holding it keeps the version alive.
+    /// The model (signatures); runs go through `runtime`.
     pub model: Arc<dyn Model>,
-    /// Run-time statistics, used to choose inline or blocking execution.
-    pub stats: Arc<RunStats>,
+    /// The version's executor: the only place the model runs.
+    pub runtime: Arc<Executor>,
 }
 
-/// Run-time statistics of one model version.
-#[derive(Default, Debug)]
-pub struct RunStats {
-    /// Exponential average of one run, in nanoseconds; 0 until measured.
-    avg_run_nanos: AtomicU64,
-    /// Whether runs currently go inline on the async worker (see [`RunStats::run_inline`]).
-    inline: std::sync::atomic::AtomicBool,
+impl Servable {
+    /// A servable of `runtime`'s version, counted in flight.
+    pub fn new(name: &str, version: i64, runtime: &Arc<Executor>) -> Servable {
+        runtime.enter();
+        Servable { name: name.to_string(), version, model: runtime.model().clone(), runtime: runtime.clone() }
+    }
 }
 
-impl RunStats {
-    /// The average run time so far.
-    pub fn average(&self) -> Duration {
-        Duration::from_nanos(self.avg_run_nanos.load(Ordering::Relaxed))
+impl Clone for Servable {
+    fn clone(&self) -> Self {
+        Servable::new(&self.name, self.version, &self.runtime)
     }
+}
 
-    /// Whether the next run should go inline, with hysteresis: a model turns inline below
-    /// `threshold` and goes back to the blocking pool only above twice that, so a model near
-    /// the threshold does not flip (each flip to the pool can start new threads).
-    pub fn run_inline(&self, threshold: Duration) -> bool {
-        let average = self.average();
-        let inline = self.inline.load(Ordering::Relaxed);
-        // Unmeasured models start on the blocking pool; only proven-fast ones run inline.
-        let next = !average.is_zero() && if inline { average < threshold * 2 } else { average < threshold };
-        if next != inline {
-            self.inline.store(next, Ordering::Relaxed);
-        }
-        next
-    }
-
-    /// Starts from an estimate (a predecessor version's average) until real runs arrive.
-    pub fn seed(&self, estimate: Duration) {
-        let nanos = estimate.as_nanos().min(u64::MAX as u128) as u64;
-        let _ = self.avg_run_nanos.compare_exchange(0, nanos, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    /// Adds one measured run (weight 1/8: steady, yet adapts within a few calls).
-    ///
-    /// A sample counts at most twice the average: a run preempted on a busy machine
-    /// must not flip a fast model to the blocking pool (each flip spawns threads),
-    /// while a model that is really slower still climbs 12 % per run.
-    pub fn record(&self, elapsed: Duration) {
-        let nanos = elapsed.as_nanos().min(u64::MAX as u128) as u64;
-        let old = self.avg_run_nanos.load(Ordering::Relaxed);
-        let new = if old == 0 { nanos } else { old - old / 8 + nanos.min(old.saturating_mul(2)) / 8 };
-        self.avg_run_nanos.store(new.max(1), Ordering::Relaxed);
+impl Drop for Servable {
+    fn drop(&mut self) {
+        self.runtime.leave();
     }
 }
 
@@ -154,12 +124,35 @@ pub struct ModelRegistry {
     snapshot: ArcSwap<HashMap<String, Arc<ModelEntry>>>,
     /// Serialises writers so no update is lost.
     write: Mutex<()>,
+    /// How executors of inserted versions run their models.
+    executor_options: ExecutorOptions,
 }
 
 impl ModelRegistry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty registry whose versions run with `options` (batching, inline threshold).
+    pub fn with_executor_options(options: ExecutorOptions) -> Self {
+        ModelRegistry { executor_options: options, ..Self::default() }
+    }
+
+    /// How executors of this registry's versions run.
+    pub fn executor_options(&self) -> &ExecutorOptions {
+        &self.executor_options
+    }
+
+    /// An executor for `model` with this registry's options (batching as `batching` says).
+    pub fn executor(
+        &self,
+        name: &str,
+        version: i64,
+        model: Arc<dyn Model>,
+        batching: Option<crate::core::BatchingParameters>,
+    ) -> Arc<Executor> {
+        Executor::new(name, version, model, self.executor_options.inline_run_threshold, batching)
     }
 
     fn update(&self, name: &str, f: impl FnOnce(&mut ModelEntry)) {
@@ -172,34 +165,34 @@ impl ModelRegistry {
         self.snapshot.store(Arc::new(next));
     }
 
-    /// Adds (or replaces) a version that is ready to serve.
+    /// Adds (or replaces) a version that is ready to serve, batched when the options say so.
     pub fn insert(&self, name: &str, version: i64, model: Arc<dyn Model>) {
-        self.insert_with_stats(name, version, model, Arc::default());
+        let runtime = self.executor(name, version, model, self.executor_options.batching.clone());
+        self.insert_runtime(name, version, runtime);
     }
 
-    /// Adds a version with statistics gathered before it became available (warmup runs).
-    pub fn insert_with_stats(&self, name: &str, version: i64, model: Arc<dyn Model>, stats: Arc<RunStats>) {
+    /// Adds a version with its executor (which may have run warmup already).
+    pub fn insert_runtime(&self, name: &str, version: i64, runtime: Arc<Executor>) {
         self.update(name, |e| {
             e.retired = false;
             e.versions.insert(
                 version,
                 VersionEntry {
                     status: VersionStatus { version, state: ServableState::Available, error: None },
-                    model: Some(model),
-                    stats,
+                    runtime: Some(runtime),
                 },
             );
         });
     }
 
-    /// Marks a version UNLOADING and takes it out of service; returns the model so the
-    /// caller can wait for in-flight requests (each holds a clone) before dropping it.
-    pub fn begin_unload(&self, name: &str, version: i64) -> Option<Arc<dyn Model>> {
+    /// Marks a version UNLOADING and takes it out of service; returns its executor so the
+    /// caller can wait for in-flight requests ([`Executor::wait_idle`]) before dropping it.
+    pub fn begin_unload(&self, name: &str, version: i64) -> Option<Arc<Executor>> {
         let mut taken = None;
         self.update(name, |e| {
             if let Some(v) = e.versions.get_mut(&version) {
                 v.status.state = ServableState::Unloading;
-                taken = v.model.take();
+                taken = v.runtime.take();
             }
         });
         taken
@@ -221,10 +214,7 @@ impl ModelRegistry {
     /// Records a version that cannot serve (loading, failed, unloaded), dropping its model.
     pub fn set_status(&self, name: &str, version: i64, state: ServableState, error: Option<ServingError>) {
         self.update(name, |e| {
-            e.versions.insert(
-                version,
-                VersionEntry { status: VersionStatus { version, state, error }, model: None, stats: Arc::default() },
-            );
+            e.versions.insert(version, VersionEntry { status: VersionStatus { version, state, error }, runtime: None });
         });
     }
 
@@ -253,8 +243,8 @@ impl ModelRegistry {
     pub fn latest_average(&self, name: &str) -> Option<Duration> {
         let snapshot = self.snapshot.load();
         let entry = snapshot.get(name)?;
-        let (_, v) = entry.versions.iter().rev().find(|(_, v)| v.model.is_some())?;
-        Some(v.stats.average()).filter(|d| !d.is_zero())
+        let runtime = entry.versions.values().rev().find_map(|v| v.runtime.as_ref())?;
+        Some(runtime.stats().average()).filter(|d| !d.is_zero())
     }
 
     /// Every version of `name`, highest first; `None` for an unknown model.
@@ -270,7 +260,7 @@ impl ModelRegistry {
         let entry = snapshot.get(name);
         let version = match choice {
             VersionChoice::Latest => {
-                entry.and_then(|e| e.versions.iter().rev().find(|(_, v)| v.model.is_some()).map(|(k, _)| *k))
+                entry.and_then(|e| e.versions.iter().rev().find(|(_, v)| v.runtime.is_some()).map(|(k, _)| *k))
             }
             VersionChoice::Specific(v) => Some(*v),
             VersionChoice::Label(label) => match entry.and_then(|e| e.labels.get(label)) {
@@ -281,9 +271,8 @@ impl ModelRegistry {
             },
         };
         let found = version.and_then(|v| {
-            let found = entry?.versions.get(&v)?;
-            let model = found.model.clone()?;
-            Some(Servable { name: name.to_string(), version: v, model, stats: found.stats.clone() })
+            let runtime = entry?.versions.get(&v)?.runtime.as_ref()?;
+            Some(Servable::new(name, v, runtime))
         });
         found.ok_or_else(|| {
             let request = match (choice, version) {

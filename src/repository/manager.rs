@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use super::batching::{self, BATCHING_PARAMS_FILE};
 use super::config::{self, ModelConfig};
 use super::platform::Platforms;
 use super::warmup;
+use crate::core::{BatchingParameters, Executor};
 use crate::error::{Code, ServingError};
-use crate::model::{ModelRegistry, RunStats, Servable, ServableState};
+use crate::model::{ModelRegistry, Servable, ServableState};
 use crate::proto::tensorflow::serving as pb;
 use crate::tensor::proto::DecodeLimits;
 
@@ -349,14 +351,17 @@ impl ModelManager {
         self.registry.set_status(name, v, ServableState::Loading, None);
         let started = Instant::now();
         match self.load_version(platform, name, v, dir) {
-            Ok((model, stats)) => {
-                let engine = model.engine().unwrap_or("native code");
+            Ok(runtime) => {
+                let engine = runtime.model().engine().unwrap_or("native code");
                 // A new version of a model runs like its predecessor until measured, so a fast
                 // model's successor starts inline instead of sending its first requests to new blocking threads.
                 if let Some(previous) = self.registry.latest_average(name) {
-                    stats.seed(previous);
+                    runtime.stats().seed(previous);
                 }
-                self.registry.insert_with_stats(name, v, model, stats);
+                if let Some(p) = runtime.batching() {
+                    tracing::info!(model = name, version = v, "batching: {p:?}");
+                }
+                self.registry.insert_runtime(name, v, runtime);
                 tracing::info!(
                     model = name,
                     version = v,
@@ -409,16 +414,17 @@ impl ModelManager {
         name: &str,
         version: i64,
         dir: &Path,
-    ) -> Result<(Arc<dyn crate::model::Model>, Arc<RunStats>), ServingError> {
+    ) -> Result<Arc<Executor>, ServingError> {
         let platform = self
             .platforms
             .get(platform)
             .ok_or_else(|| ServingError::internal(format!("unknown platform {platform}")))?;
+        let batching = self.batching_for(dir)?;
         let model = platform.load(dir)?;
-        let stats = Arc::new(RunStats::default());
+        let runtime = self.registry.executor(name, version, model, batching);
         if self.options.enable_warmup {
             if let Some(file) = warmup::warmup_file(dir) {
-                let servable = Servable { name: name.to_string(), version, model: model.clone(), stats: stats.clone() };
+                let servable = Servable::new(name, version, &runtime);
                 let report = warmup::replay(&servable, &file, &self.options.decode_limits)?;
                 tracing::info!(
                     model = name,
@@ -429,7 +435,18 @@ impl ModelManager {
                 );
             }
         }
-        Ok((model, stats))
+        Ok(runtime)
+    }
+
+    /// The batching a version runs with: its own `batching_params.pbtxt` with
+    /// `--enable_per_model_batching_parameters`, else the server's (`--enable_batching`).
+    fn batching_for(&self, dir: &Path) -> Result<Option<BatchingParameters>, ServingError> {
+        let options = self.registry.executor_options();
+        let file = dir.join(BATCHING_PARAMS_FILE);
+        if options.per_model_batching && file.is_file() {
+            return batching::read(&file).map(Some);
+        }
+        Ok(options.batching.clone())
     }
 
     /// Takes version `v` out of the manager: unloads it if it serves, ends a pending retry.
@@ -444,31 +461,25 @@ impl ModelManager {
         }
     }
 
-    /// UNLOADING until in-flight requests finish (they hold the model), then END. The wait
+    /// UNLOADING until in-flight requests finish (each holds the version), then END. The wait
     /// happens on its own thread, so the manager (and a reload RPC) is not held up by it.
     fn unload(&self, name: &str, v: i64) {
-        let Some(model) = self.registry.begin_unload(name, v) else {
+        let Some(runtime) = self.registry.begin_unload(name, v) else {
             self.registry.set_status(name, v, ServableState::End, None);
             return;
         };
-        if Arc::strong_count(&model) == 1 {
-            drop(model);
+        if runtime.in_flight() == 0 {
+            drop(runtime);
             self.registry.set_status(name, v, ServableState::End, None);
             tracing::info!(model = name, version = v, "unloaded");
             return;
         }
         let (registry, name, timeout) = (self.registry.clone(), name.to_string(), self.options.drain_timeout);
         let wait = move || {
-            let deadline = Instant::now() + timeout;
-            let mut pause = Duration::from_millis(1);
-            while Arc::strong_count(&model) > 1 && Instant::now() < deadline {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            if Arc::strong_count(&model) > 1 {
+            if !runtime.wait_idle(timeout) {
                 tracing::warn!(model = %name, version = v, "requests still running after {timeout:?}; freed when they end");
             }
-            drop(model);
+            drop(runtime);
             // Unless the version was loaded again meanwhile.
             let still_unloading = registry
                 .statuses(&name)

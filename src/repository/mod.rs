@@ -1,6 +1,7 @@
 //! Model directories on disk (TF Serving's `BASE/<version>/` layout), the config file,
 //! version policies, and the manager that loads and unloads versions.
 
+pub mod batching;
 pub mod config;
 pub mod manager;
 pub mod platform;

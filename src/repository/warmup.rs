@@ -130,10 +130,13 @@ fn run_one(servable: &Servable, log: pb::PredictionLog, limits: &DecodeLimits) -
                         .map_err(|e| ServingError::new(e.code, format!("tensor parsing error: {alias} ({})", e.detail)))
                 },
             )?;
-            let start = Instant::now();
-            crate::model::run_guarded(servable.model.as_ref(), call.signature_name, call.inputs, &call.outputs)?;
-            servable.stats.record(start.elapsed());
-            Ok(())
+            let job = crate::core::Job {
+                signature: call.signature_name.to_string(),
+                inputs: call.inputs,
+                outputs: call.outputs,
+                deadline: None,
+            };
+            servable.runtime.run_here(job).map(drop)
         }
         Some(_) => {
             let options = crate::serving::ServingOptions { decode_limits: *limits, ..Default::default() };

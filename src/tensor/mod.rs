@@ -4,6 +4,7 @@
 //! buffers can borrow the request's bytes (`tensor_content`) instead of copying
 //! them. [`Tensor::view`] exposes any numeric tensor as an ndarray view.
 
+pub mod batch;
 pub mod example;
 pub mod json;
 pub mod proto;
@@ -224,6 +225,31 @@ pub enum TensorData {
     String(Vec<Bytes>),
 }
 
+/// Matches a [`TensorData`] by storage: `$b` binds the `Buffer<T>` of any numeric type, `$v`
+/// the `Vec` of bools or strings; each arm's expression is compiled for its own element type.
+#[macro_export]
+macro_rules! dispatch_data {
+    ($data:expr, $b:ident => $numeric:expr, $v:ident => $vec:expr) => {{
+        use $crate::tensor::TensorData as D;
+        match $data {
+            D::Float($b) => $numeric,
+            D::Double($b) => $numeric,
+            D::Int8($b) => $numeric,
+            D::Int16($b) => $numeric,
+            D::Int32($b) => $numeric,
+            D::Int64($b) => $numeric,
+            D::UInt8($b) => $numeric,
+            D::UInt16($b) => $numeric,
+            D::UInt32($b) => $numeric,
+            D::UInt64($b) => $numeric,
+            D::Half($b) => $numeric,
+            D::BFloat16($b) => $numeric,
+            D::Bool($v) => $vec,
+            D::String($v) => $vec,
+        }
+    }};
+}
+
 /// A numeric element type with a fixed-size little-endian encoding.
 pub trait Element: bytemuck::Pod + Send + Sync + 'static {
     /// The matching dtype.
@@ -354,6 +380,14 @@ impl Tensor {
         self.len() == 0
     }
 
+    /// Memory the tensor holds: its values, and for strings their bytes plus one handle each.
+    pub fn held_bytes(&self) -> usize {
+        match &self.data {
+            TensorData::String(v) => v.iter().map(|s| s.len() + std::mem::size_of::<Bytes>()).sum(),
+            d => d.len() * d.dtype().size().unwrap_or(1),
+        }
+    }
+
     /// The storage.
     pub fn data(&self) -> &TensorData {
         &self.data
@@ -415,22 +449,7 @@ impl TensorData {
 
     /// The number of elements.
     pub fn len(&self) -> usize {
-        match self {
-            TensorData::Float(b) => b.as_slice().len(),
-            TensorData::Double(b) => b.as_slice().len(),
-            TensorData::Int8(b) => b.as_slice().len(),
-            TensorData::Int16(b) => b.as_slice().len(),
-            TensorData::Int32(b) => b.as_slice().len(),
-            TensorData::Int64(b) => b.as_slice().len(),
-            TensorData::UInt8(b) => b.as_slice().len(),
-            TensorData::UInt16(b) => b.as_slice().len(),
-            TensorData::UInt32(b) => b.as_slice().len(),
-            TensorData::UInt64(b) => b.as_slice().len(),
-            TensorData::Half(b) => b.as_slice().len(),
-            TensorData::BFloat16(b) => b.as_slice().len(),
-            TensorData::Bool(v) => v.len(),
-            TensorData::String(v) => v.len(),
-        }
+        crate::dispatch_data!(self, b => b.as_slice().len(), v => v.len())
     }
 
     /// True when there are no elements.

@@ -57,7 +57,45 @@ REQUIRED = [
     ".tensorflow.serving.GetModelStatusResponse", ".tensorflow.serving.ReloadConfigRequest",
     ".tensorflow.serving.ModelServerConfig", ".tensorflow.serving.PredictionLog",
     ".tensorflow.serving.PredictionService", ".tensorflow.serving.ModelService",
+    ".tensorflow.serving.BatchingParameters",
 ]
+
+
+# TF Serving's servables/tensorflow/session_bundle_config.proto ships in no PyPI wheel; its
+# BatchingParameters is checked against this table of the upstream file instead
+# (name, number, type, referenced type), written from TF Serving's source.
+UPSTREAM_TABLES = {
+    "tensorflow_serving/servables/tensorflow/session_bundle_config.proto": ("tensorflow.serving", {
+        "BatchingParameters": [
+            ("max_batch_size", 1, F.TYPE_MESSAGE, ".google.protobuf.Int64Value"),
+            ("batch_timeout_micros", 2, F.TYPE_MESSAGE, ".google.protobuf.Int64Value"),
+            ("max_enqueued_batches", 3, F.TYPE_MESSAGE, ".google.protobuf.Int64Value"),
+            ("num_batch_threads", 4, F.TYPE_MESSAGE, ".google.protobuf.Int64Value"),
+            ("thread_pool_name", 5, F.TYPE_MESSAGE, ".google.protobuf.StringValue"),
+            ("allowed_batch_sizes", 6, F.TYPE_INT64, None),
+            ("pad_variable_length_inputs", 7, F.TYPE_BOOL, None),
+            ("enable_large_batch_splitting", 8, F.TYPE_MESSAGE, ".google.protobuf.BoolValue"),
+            ("max_execution_batch_size", 9, F.TYPE_MESSAGE, ".google.protobuf.Int64Value"),
+        ],
+    }),
+}
+
+
+def upstream_table_files():
+    """FileDescriptorProtos built from UPSTREAM_TABLES (proto3, repeated for allowed_batch_sizes)."""
+    out = []
+    for name, (package, messages) in UPSTREAM_TABLES.items():
+        fd = descriptor_pb2.FileDescriptorProto(name=name, package=package, syntax="proto3")
+        for msg, fields in messages.items():
+            m = fd.message_type.add(name=msg)
+            for fname, number, ftype, type_name in fields:
+                repeated = fname == "allowed_batch_sizes"
+                f = m.field.add(name=fname, number=number, type=ftype, json_name=default_json_name(fname),
+                                label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL)
+                if type_name:
+                    f.type_name = type_name
+        out.append(fd)
+    return out
 
 
 def official_files():
@@ -79,7 +117,7 @@ def official_files():
             raise RuntimeError(f"cannot import official module {name} "
                                f"(pip install tensorflow-serving-api): {e!r}") from e
         add(module.DESCRIPTOR)
-    return list(files.values())
+    return list(files.values()) + upstream_table_files()
 
 
 def index_files(files):

@@ -1,0 +1,313 @@
+//! One executor per loaded version: the only place a model runs, and the only place that
+//! decides where (inline on the async worker, on the blocking pool, or in a batch).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::batching::{Batcher, BatchingParameters};
+use super::job::{Job, Outcome};
+use crate::error::{Code, ServingError};
+use crate::model::{Model, TensorMap};
+use crate::tensor::Tensor;
+
+/// Requests with more input than this always run on the blocking pool, whatever the model's average.
+pub const INLINE_MAX_INPUT_BYTES: usize = 256 * 1024;
+
+/// How executors run models; one set for the server, batching overridable per version.
+#[derive(Clone, Debug)]
+pub struct ExecutorOptions {
+    /// Models whose runs average below this run inline on the async worker; slower ones go to the blocking pool.
+    pub inline_run_threshold: Duration,
+    /// `--enable_batching` with `--batching_parameters_file`: batch every version's requests.
+    pub batching: Option<BatchingParameters>,
+    /// `--enable_per_model_batching_parameters`: a version's `batching_params.pbtxt` replaces `batching`.
+    pub per_model_batching: bool,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        ExecutorOptions { inline_run_threshold: Duration::from_micros(50), batching: None, per_model_batching: false }
+    }
+}
+
+/// Run-time statistics of one model version.
+#[derive(Default, Debug)]
+pub struct RunStats {
+    /// Exponential average of one run, in nanoseconds; 0 until measured.
+    avg_run_nanos: AtomicU64,
+    /// Whether runs currently go inline on the async worker (see [`RunStats::run_inline`]).
+    inline: AtomicBool,
+}
+
+impl RunStats {
+    /// The average run time so far.
+    pub fn average(&self) -> Duration {
+        Duration::from_nanos(self.avg_run_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Whether the next run should go inline, with hysteresis: a model turns inline below
+    /// `threshold` and goes back to the blocking pool only above twice that, so a model near
+    /// the threshold does not flip (each flip to the pool can start new threads).
+    pub fn run_inline(&self, threshold: Duration) -> bool {
+        let average = self.average();
+        let inline = self.inline.load(Ordering::Relaxed);
+        // Unmeasured models start on the blocking pool; only proven-fast ones run inline.
+        let next = !average.is_zero() && if inline { average < threshold * 2 } else { average < threshold };
+        if next != inline {
+            self.inline.store(next, Ordering::Relaxed);
+        }
+        next
+    }
+
+    /// Starts from an estimate (a predecessor version's average) until real runs arrive.
+    pub fn seed(&self, estimate: Duration) {
+        let nanos = estimate.as_nanos().min(u64::MAX as u128) as u64;
+        let _ = self.avg_run_nanos.compare_exchange(0, nanos, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Adds one measured run (weight 1/8: steady, yet adapts within a few calls).
+    ///
+    /// A sample counts at most twice the average: a run preempted on a busy machine
+    /// must not flip a fast model to the blocking pool (each flip spawns threads),
+    /// while a model that is really slower still climbs 12 % per run.
+    pub fn record(&self, elapsed: Duration) {
+        let nanos = elapsed.as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.avg_run_nanos.load(Ordering::Relaxed);
+        let new = if old == 0 { nanos } else { old - old / 8 + nanos.min(old.saturating_mul(2)) / 8 };
+        self.avg_run_nanos.store(new.max(1), Ordering::Relaxed);
+    }
+}
+
+/// The runtime of one loaded version: its model, statistics, batcher and in-flight count.
+pub struct Executor {
+    /// The model name, for logs.
+    name: String,
+    /// The version number, for logs.
+    version: i64,
+    model: Arc<dyn Model>,
+    stats: Arc<RunStats>,
+    inline_run_threshold: Duration,
+    batcher: Option<Batcher>,
+    /// Requests holding this version (resolved and not yet answered).
+    in_flight: AtomicUsize,
+    /// Set while an unload waits for `in_flight` to reach zero.
+    waiting: AtomicBool,
+    idle: Mutex<()>,
+    idle_changed: Condvar,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("batcher", &self.batcher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// An executor for `model`; with batching parameters, its batch threads start now.
+    pub fn new(
+        name: &str,
+        version: i64,
+        model: Arc<dyn Model>,
+        inline_run_threshold: Duration,
+        batching: Option<BatchingParameters>,
+    ) -> Arc<Executor> {
+        let stats = Arc::new(RunStats::default());
+        let batcher = batching.and_then(|params| {
+            let label = format!("{name}-{version}");
+            Batcher::start(&label, model.clone(), stats.clone(), params)
+                .inspect_err(|e| tracing::error!(model = name, version, "runs unbatched: {}", e.message))
+                .ok()
+        });
+        Arc::new(Executor {
+            name: name.to_string(),
+            version,
+            model,
+            stats,
+            inline_run_threshold,
+            batcher,
+            in_flight: AtomicUsize::new(0),
+            waiting: AtomicBool::new(false),
+            idle: Mutex::new(()),
+            idle_changed: Condvar::new(),
+        })
+    }
+
+    /// The model this executor runs.
+    pub fn model(&self) -> &Arc<dyn Model> {
+        &self.model
+    }
+
+    /// Run-time statistics.
+    pub fn stats(&self) -> &RunStats {
+        &self.stats
+    }
+
+    /// The batching parameters, when this version batches.
+    pub fn batching(&self) -> Option<&BatchingParameters> {
+        self.batcher.as_ref().map(Batcher::params)
+    }
+
+    /// Runs `job` and returns exactly the outputs it asked for: batched when this version
+    /// batches, else inline when the model is proven fast and the request small, else on the
+    /// blocking pool. A job whose deadline passes before it runs is answered DEADLINE_EXCEEDED.
+    pub async fn run(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
+        let signature_for_log = tracing::enabled!(tracing::Level::DEBUG).then(|| job.signature.clone());
+        let wanted = job.outputs.clone();
+        let result = match &self.batcher {
+            Some(batcher) => match batcher.submit(job).await {
+                Ok(answer) => answer,
+                Err(job) => self.run_unbatched(job).await,
+            },
+            None => self.run_unbatched(job).await,
+        };
+        let result = result.and_then(|(outputs, outcome)| Ok((exactly(outputs, wanted)?, outcome)));
+        if let Some(signature) = signature_for_log {
+            self.log(&signature, &result);
+        }
+        result
+    }
+
+    /// Runs `job` on the calling thread, unbatched (warmup, before the version serves).
+    pub fn run_here(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
+        let wanted = job.outputs.clone();
+        let (outputs, outcome) = self.run_now(job, false)?;
+        Ok((exactly(outputs, wanted)?, outcome))
+    }
+
+    async fn run_unbatched(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
+        if job.deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(deadline_exceeded());
+        }
+        // A fast model's average says nothing about a request far larger than usual.
+        let small = job.inputs.values().map(Tensor::held_bytes).sum::<usize>() <= INLINE_MAX_INPUT_BYTES;
+        let inline = small
+            && self.model.is_prepared_for(&job.signature, &job.inputs)
+            && self.stats.run_inline(self.inline_run_threshold);
+        if inline {
+            return self.run_now(job, true);
+        }
+        tracing::trace!(model = %self.name, version = self.version, average = ?self.stats.average(), "run on the blocking pool");
+        let (model, stats) = (self.model.clone(), self.stats.clone());
+        let deadline = job.deadline;
+        let run = tokio::task::spawn_blocking(move || run_model(model.as_ref(), &stats, job, false));
+        let joined = match deadline {
+            // The run goes on to its end, but the caller is answered now.
+            Some(d) => tokio::time::timeout_at(d.into(), run).await.map_err(|_| deadline_exceeded())?,
+            None => run.await,
+        };
+        joined.map_err(|e| ServingError::internal(format!("model run failed: {e}")))?
+    }
+
+    fn run_now(&self, job: Job, inline: bool) -> Result<(TensorMap, Outcome), ServingError> {
+        run_model(self.model.as_ref(), &self.stats, job, inline)
+    }
+
+    fn log(&self, signature: &str, result: &Result<(TensorMap, Outcome), ServingError>) {
+        match result {
+            Ok((_, o)) => tracing::debug!(
+                model = %self.name,
+                version = self.version,
+                signature,
+                requests = o.requests,
+                rows = o.batch_rows,
+                padded = o.padded_rows,
+                queued_us = o.queued.as_micros() as u64,
+                run_us = o.run.as_micros() as u64,
+                inline = o.inline,
+                "ran"
+            ),
+            Err(e) => tracing::debug!(
+                model = %self.name,
+                version = self.version,
+                signature,
+                code = e.code.name(),
+                "failed: {}",
+                e.message
+            ),
+        }
+    }
+
+    /// Counts a request holding this version (see [`crate::model::Servable`]).
+    pub(crate) fn enter(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Ends what [`Executor::enter`] counted; wakes an unload waiting for the last one.
+    pub(crate) fn leave(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.waiting.load(Ordering::SeqCst) {
+            let _guard = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            self.idle_changed.notify_all();
+        }
+    }
+
+    /// Requests holding this version now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no request holds this version, at most `timeout`; false when some still do.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        self.waiting.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = self.idle_changed.wait_timeout(guard, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
+    }
+}
+
+fn run_model(
+    model: &dyn Model,
+    stats: &RunStats,
+    job: Job,
+    inline: bool,
+) -> Result<(TensorMap, Outcome), ServingError> {
+    let rows = job.inputs.values().next().and_then(|t| t.shape().first().copied()).unwrap_or(1);
+    let (outputs, run) = run_once(model, stats, &job.signature, job.inputs, &job.outputs);
+    let outcome = Outcome { requests: 1, batch_rows: rows, padded_rows: rows, queued: Duration::ZERO, run, inline };
+    Ok((outputs?, outcome))
+}
+
+/// The one call of a model's `run` in the server (panics caught), timed into `stats`.
+pub(super) fn run_once(
+    model: &dyn Model,
+    stats: &RunStats,
+    signature: &str,
+    inputs: TensorMap,
+    outputs: &[String],
+) -> (Result<TensorMap, ServingError>, Duration) {
+    let start = Instant::now();
+    let result = crate::model::run_guarded(model, signature, inputs, outputs);
+    let run = start.elapsed();
+    stats.record(run);
+    (result, run)
+}
+
+/// The outputs `wanted`, in that set; a model may return more than it was asked for.
+fn exactly(mut outputs: TensorMap, wanted: Vec<String>) -> Result<TensorMap, ServingError> {
+    if outputs.len() == wanted.len() && wanted.iter().all(|w| outputs.contains_key(w)) {
+        return Ok(outputs);
+    }
+    let mut out = TensorMap::new();
+    for alias in wanted {
+        let t = outputs
+            .remove(&alias)
+            .ok_or_else(|| ServingError::internal(format!("model did not produce output {alias}")))?;
+        out.insert(alias, t);
+    }
+    Ok(out)
+}
+
+fn deadline_exceeded() -> ServingError {
+    ServingError::new(Code::DeadlineExceeded, "Deadline exceeded before the model ran")
+}
