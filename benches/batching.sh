@@ -6,7 +6,8 @@
 #
 # Needs h2load (Debian nghttp2-client) and a Python with onnx and numpy ($PYTHON, default the
 # venv of $VIRTUAL_ENV). Usage: benches/batching.sh [SECONDS_PER_RUN] [CLIENTS]
-# Environment: ENGINE (--onnx_engine, default auto), BATCHING (the parameters file's text).
+# Environment: ENGINE (--onnx_engine, default auto), BATCHING (the parameters file's text),
+# TENSORSERVE_FLAGS (more flags for both runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-15}
@@ -14,7 +15,7 @@ C=${2:-64}
 PORT=${PORT:-18700}
 PYTHON=${PYTHON:-${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/}python3}
 ENGINE=${ENGINE:-auto}
-BATCHING=${BATCHING:-"max_batch_size { value: 64 } batch_timeout_micros { value: 1000 } max_enqueued_batches { value: 64 } num_batch_threads { value: 2 }"}
+BATCHING=${BATCHING:-"max_batch_size { value: 64 } batch_timeout_micros { value: 1000 } max_enqueued_batches { value: 64 } num_batch_threads { value: 1 }"}
 command -v h2load >/dev/null || { echo "h2load not found: apt-get install nghttp2-client" >&2; exit 1; }
 
 cargo build --release --bin tensorserve >&2
@@ -25,7 +26,7 @@ echo "$BATCHING" > "$WORK/batching.pbtxt"
 
 serve() { # extra flags...
   RUST_LOG=warn,tensorserve::core::batching=trace target/release/tensorserve --port "$PORT" --grpc_bind_address 127.0.0.1 \
-    --model_config_file "$WORK/models.config" --onnx_engine "$ENGINE" "$@" 2>"$WORK/server.log" &
+    --model_config_file "$WORK/models.config" --onnx_engine "$ENGINE" ${TENSORSERVE_FLAGS:-} "$@" 2>"$WORK/server.log" &
   SERVER=$!
   for _ in $(seq 1 300); do
     (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return
@@ -42,7 +43,7 @@ load() { # model seconds clients log
 }
 
 check_answer() { # model: one real Predict through the official client, y must be [1, 10] floats
-  "$PYTHON" - "$PORT" "$1" <<'PY'
+  TF_CPP_MIN_LOG_LEVEL=3 "$PYTHON" - "$PORT" "$1" 2>/dev/null <<'PY'
 import sys, grpc, numpy as np
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 port, model = sys.argv[1], sys.argv[2]
@@ -69,7 +70,7 @@ run() { # mode model
   ok=$(awk '/^status codes:/ {print $3}' "$WORK/$mode-$model.out")
   p50=$(cut -f3 "$log" | sort -n | awk '{a[NR]=$1} END {print a[int(NR*0.50)]}')
   p99=$(cut -f3 "$log" | sort -n | awk '{a[NR]=$1} END {print a[int(NR*0.99)]}')
-  batch=$(tail -n +"$((before + 1))" "$WORK/server.log" | grep -o 'requests=[0-9]*' | cut -d= -f2 \
+  batch=$(tail -n +"$((before + 1))" "$WORK/server.log" | { grep -o 'requests=[0-9]*' || true; } | cut -d= -f2 \
     | awk '{s+=$1; n++} END {if (n) printf "%.1f", s/n; else print "1.0"}')
   printf '%-4s %-4s req/s=%-9s p50=%-7sus p99=%-7sus mean_batch=%-5s 2xx=%s\n' "$mode" "$model" "$rps" "$p50" "$p99" "$batch" "$ok"
   echo "$rps" >"$WORK/$mode-$model.rps"

@@ -162,10 +162,10 @@ struct Flags {
     #[arg(long = "onnxruntime_optimized_model_dir", value_name = "DIR")]
     onnxruntime_optimized_model_dir: Option<PathBuf>,
 
-    /// Let ONNX Runtime's pool threads spin briefly while waiting for work (its default: lower latency, busier cores).
-    #[arg(long = "onnxruntime_spin", action = ArgAction::Set,
-          num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
-    onnxruntime_spin: bool,
+    /// Let ONNX Runtime's pool threads spin briefly while waiting for work (lower latency, busier
+    /// cores); default true, false with batching (spinning takes the CPU request handling needs).
+    #[arg(long = "onnxruntime_spin", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    onnxruntime_spin: Option<bool>,
 
     /// Most connections open at once on each port; more are closed at accept (0 = from the open-file limit, at most 10000).
     #[arg(long = "max_connections", default_value_t = 0)]
@@ -369,7 +369,8 @@ fn start_onnxruntime(flags: &Flags) -> Result<(), server::BoxError> {
         sessions: flags.onnxruntime_sessions,
         optimization: flags.onnxruntime_graph_optimization_level.parse()?,
         optimized_model_dir: flags.onnxruntime_optimized_model_dir.clone(),
-        spin: flags.onnxruntime_spin,
+        // Measured with benches/batching.sh: spinning cost the batched MLP a quarter of its throughput.
+        spin: flags.onnxruntime_spin.unwrap_or(!(flags.enable_batching || flags.enable_per_model_batching_parameters)),
     });
     // With tract chosen, the library loads only if a config entry asks for onnxruntime.
     if flags.onnx_engine != OnnxEngine::Tract {

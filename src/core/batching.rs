@@ -7,6 +7,7 @@
 //! Batch threads are plain threads: model runs never touch the async reactor.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,18 @@ impl BatchKey {
 
 /// A task's outputs and how its batch ran, or why it did not.
 type Answer = Result<(TensorMap, Outcome), ServingError>;
+
+/// The rows (dimension 0) every input shares, or `None` when they cannot be batched.
+fn batch_rows(inputs: &TensorMap) -> Option<usize> {
+    let mut rows = None;
+    for t in inputs.values() {
+        let n = *t.shape().first()?;
+        if *rows.get_or_insert(n) != n {
+            return None;
+        }
+    }
+    rows
+}
 
 /// Where a task's outputs go: the request itself, or one piece of a split request.
 enum Reply {
@@ -202,6 +215,8 @@ struct Shared {
     params: BatchingParameters,
     queues: Mutex<Queues>,
     ready: Condvar,
+    /// Tasks queued or running.
+    busy: AtomicUsize,
 }
 
 /// A version's batcher: its queues and batch threads. Dropping it lets the threads finish
@@ -228,7 +243,7 @@ impl Batcher {
         stats: Arc<RunStats>,
         params: BatchingParameters,
     ) -> Result<Batcher, ServingError> {
-        let shared = Arc::new(Shared { params, queues: Mutex::default(), ready: Condvar::new() });
+        let shared = Arc::new(Shared { params, queues: Mutex::default(), ready: Condvar::new(), busy: AtomicUsize::new(0) });
         for i in 0..shared.params.num_batch_threads {
             let (shared, model, stats) = (shared.clone(), model.clone(), stats.clone());
             std::thread::Builder::new()
@@ -242,6 +257,15 @@ impl Batcher {
     /// The parameters this batcher runs with.
     pub fn params(&self) -> &BatchingParameters {
         &self.shared.params
+    }
+
+    /// True when `job` would run alone, as sent, if queued now: no timeout to wait for
+    /// company, nothing queued or running, and a size that needs no padding or splitting.
+    pub fn runs_alone(&self, job: &Job) -> bool {
+        let p = &self.shared.params;
+        p.batch_timeout.is_zero()
+            && self.shared.busy.load(Ordering::Relaxed) == 0
+            && batch_rows(&job.inputs).is_some_and(|rows| rows <= p.max_execution_batch_size && p.padded(rows) == rows)
     }
 
     /// Queues `job` and waits for its outputs; `None` hands the job back when it cannot be
@@ -267,10 +291,7 @@ impl Batcher {
     fn enqueue(&self, key: BatchKey, rows: usize, job: Job, tx: oneshot::Sender<Answer>) -> Result<(), ServingError> {
         let p = &self.shared.params;
         if rows > p.max_batch_size {
-            return Err(ServingError::invalid_argument(format!(
-                "Task size {rows} is larger than maximum input batch size {}",
-                p.max_batch_size
-            )));
+            return Err(too_large(rows, p.max_batch_size));
         }
         let now = Instant::now();
         let mut queues = lock(&self.shared.queues);
@@ -284,7 +305,7 @@ impl Batcher {
         let Job { inputs, outputs, deadline, .. } = job;
         if rows <= p.max_execution_batch_size {
             let task = Task { inputs, rows, outputs, deadline, enqueued: now, reply: Reply::Whole(tx) };
-            push(queue, task, p.max_execution_batch_size, now);
+            push(&self.shared, queue, task, now);
         } else {
             // A request larger than a batch: its first piece fills the open batch, the rest follow.
             let mut sizes = Vec::new();
@@ -322,7 +343,7 @@ impl Batcher {
                     enqueued: now,
                     reply: Reply::Piece(split.clone(), i),
                 };
-                push(queue, task, p.max_execution_batch_size, now);
+                push(&self.shared, queue, task, now);
             }
         }
         drop(queues);
@@ -332,7 +353,9 @@ impl Batcher {
 }
 
 /// Adds `task` to the last batch of `queue` when it fits, else to a new batch.
-fn push(queue: &mut VecDeque<Batch>, task: Task, max: usize, now: Instant) {
+fn push(shared: &Shared, queue: &mut VecDeque<Batch>, task: Task, now: Instant) {
+    let max = shared.params.max_execution_batch_size;
+    shared.busy.fetch_add(1, Ordering::Relaxed);
     match queue.back_mut() {
         Some(b) if b.rows + task.rows <= max => {
             b.rows += task.rows;
@@ -347,6 +370,11 @@ impl Drop for Batcher {
         lock(&self.shared.queues).stopping = true;
         self.shared.ready.notify_all();
     }
+}
+
+/// TF Serving's error for a request with more rows than `max_batch_size`.
+fn too_large(rows: usize, max: usize) -> ServingError {
+    ServingError::invalid_argument(format!("Task size {rows} is larger than maximum input batch size {max}"))
 }
 
 fn deadline_exceeded() -> ServingError {
@@ -398,7 +426,9 @@ fn next_batch(shared: &Shared) -> Option<(BatchKey, Batch)> {
 
 fn batch_thread(shared: &Shared, model: &dyn Model, stats: &RunStats) {
     while let Some((key, batch)) = next_batch(shared) {
+        let tasks = batch.tasks.len();
         run_batch(&shared.params, model, stats, &key.signature, batch);
+        shared.busy.fetch_sub(tasks, Ordering::Relaxed);
     }
 }
 

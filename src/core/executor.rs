@@ -159,6 +159,9 @@ impl Executor {
         let signature_for_log = tracing::enabled!(tracing::Level::DEBUG).then(|| job.signature.clone());
         let wanted = job.outputs.clone();
         let result = match &self.batcher {
+            // With no timeout and nothing queued, a fast model's request would run alone anyway:
+            // it runs inline, saving the hand-off to a batch thread (18 us of CPU per request).
+            Some(batcher) if batcher.runs_alone(&job) && self.runs_inline(&job) => self.run_now(job, true),
             Some(batcher) => match batcher.submit(job).await {
                 Ok(answer) => answer,
                 Err(job) => self.run_unbatched(job).await,
@@ -183,12 +186,7 @@ impl Executor {
         if job.deadline.is_some_and(|d| d <= Instant::now()) {
             return Err(deadline_exceeded());
         }
-        // A fast model's average says nothing about a request far larger than usual.
-        let small = job.inputs.values().map(Tensor::held_bytes).sum::<usize>() <= INLINE_MAX_INPUT_BYTES;
-        let inline = small
-            && self.model.is_prepared_for(&job.signature, &job.inputs)
-            && self.stats.run_inline(self.inline_run_threshold);
-        if inline {
+        if self.runs_inline(&job) {
             return self.run_now(job, true);
         }
         tracing::trace!(model = %self.name, version = self.version, average = ?self.stats.average(), "run on the blocking pool");
@@ -201,6 +199,14 @@ impl Executor {
             None => run.await,
         };
         joined.map_err(|e| ServingError::internal(format!("model run failed: {e}")))?
+    }
+
+    /// Whether `job` may run on the async worker: the model is proven fast, ready for these
+    /// shapes, and the request small (a fast model's average says nothing about a huge request).
+    fn runs_inline(&self, job: &Job) -> bool {
+        job.inputs.values().map(Tensor::held_bytes).sum::<usize>() <= INLINE_MAX_INPUT_BYTES
+            && self.model.is_prepared_for(&job.signature, &job.inputs)
+            && self.stats.run_inline(self.inline_run_threshold)
     }
 
     fn run_now(&self, job: Job, inline: bool) -> Result<(TensorMap, Outcome), ServingError> {
