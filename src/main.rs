@@ -8,7 +8,7 @@ use clap::{ArgAction, Parser};
 use std::time::Duration;
 
 use tensorserve::backend::onnx::{OnnxEngine, OnnxLoader};
-use tensorserve::core::{BatchingParameters, ExecutorOptions};
+use tensorserve::core::{BatchingParameters, ExecutorOptions, RunLimits};
 use tensorserve::model::ModelRegistry;
 use tensorserve::repository::{config, ManagerOptions, ModelManager, Platforms};
 use tensorserve::server::{self, ServeConfig, DEFAULT_MAX_MESSAGE_SIZE};
@@ -128,6 +128,18 @@ struct Flags {
     #[arg(long = "enable_per_model_batching_parameters", action = ArgAction::Set,
           num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     enable_per_model_batching_parameters: bool,
+
+    /// Runs of one model version on the blocking pool at once (0 = one per core).
+    #[arg(long = "max_concurrent_runs", default_value_t = 0)]
+    max_concurrent_runs: usize,
+
+    /// Requests of one model version waiting for a run; more are refused with RESOURCE_EXHAUSTED (HTTP 429).
+    #[arg(long = "max_queued_requests_per_version", default_value_t = 1024)]
+    max_queued_requests_per_version: usize,
+
+    /// Requests waiting for a run over all models; more are refused with RESOURCE_EXHAUSTED (HTTP 429).
+    #[arg(long = "max_queued_requests", default_value_t = 4096)]
+    max_queued_requests: usize,
 
     /// gRPC threads, each a single-threaded runtime with its own SO_REUSEPORT listener; 0 = one shared work-stealing runtime.
     #[arg(long = "grpc_runtime_threads", default_value_t = 0)]
@@ -337,10 +349,22 @@ fn executor_options(flags: &Flags) -> Result<ExecutorOptions, server::BoxError> 
     if let Some(p) = &batching {
         tracing::info!("batching every model: {p:?}");
     }
+    let defaults = RunLimits::default();
+    let limits = RunLimits {
+        max_concurrent_runs: if flags.max_concurrent_runs == 0 {
+            defaults.max_concurrent_runs
+        } else {
+            flags.max_concurrent_runs
+        },
+        max_queued_per_version: flags.max_queued_requests_per_version,
+        max_queued: flags.max_queued_requests,
+        queued: defaults.queued,
+    };
     Ok(ExecutorOptions {
         inline_run_threshold: Duration::from_micros(flags.inline_run_threshold_micros),
         batching,
         per_model_batching: flags.enable_per_model_batching_parameters,
+        limits,
     })
 }
 

@@ -1,6 +1,6 @@
-//! Dynamic batching end to end: merged runs, results equal to unbatched ones, timeout-triggered
-//! batches, padding, large-batch splitting, a full queue, deadlines and cancellation, and
-//! per-model parameters.
+//! The executor end to end: dynamic batching (merged runs, results equal to unbatched ones,
+//! timeout-triggered batches, padding, large-batch splitting, a full queue, deadlines and
+//! cancellation, per-model parameters) and admission control of unbatched runs.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tensorserve::core::{BatchingParameters, ExecutorOptions};
+use tensorserve::core::{BatchingParameters, ExecutorOptions, RunLimits};
 use tensorserve::memory::RequestBudget;
 use tensorserve::model::{ModelRegistry, Signature, TensorMap, TensorSpec, VersionChoice};
 use tensorserve::serving::{ServingCore, ServingOptions};
@@ -195,6 +195,16 @@ async fn large_requests_split_across_batches_and_join_back() {
     assert_eq!(e.message, "Task size 5 is larger than maximum input batch size 4");
 }
 
+#[tokio::test]
+async fn a_request_without_rows_runs_alone_as_sent() {
+    let model = Rows::new(Duration::ZERO);
+    let core = core_with(model.clone(), Some(params("max_batch_size { value: 8 } allowed_batch_sizes: [8]")));
+    // Zero rows leave nothing to pad with: not batched, not padded.
+    let out = predict(&core, x(0, 0.0), &["y"], None).await.unwrap();
+    assert_eq!(out["y"].shape(), &[0, 2]);
+    assert_eq!(model.runs(), vec![0]);
+}
+
 /// Waits until the model has started `n` runs.
 async fn until_runs(model: &Rows, n: usize) {
     let start = Instant::now();
@@ -253,6 +263,92 @@ async fn requests_past_their_deadline_or_cancelled_never_run() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(model.runs(), vec![1]);
     expect_y(&predict(&core, x(1, 3.0), &[], None).await.unwrap(), 1, 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_at_once_while_every_admitted_request_completes() {
+    let model = Rows::new(Duration::from_millis(100));
+    let limits = RunLimits { max_concurrent_runs: 1, max_queued_per_version: 2, ..RunLimits::default() };
+    let registry = Arc::new(ModelRegistry::with_executor_options(ExecutorOptions { limits, ..Default::default() }));
+    registry.insert("rows", 1, model.clone());
+    let core = Arc::new(ServingCore::new(registry, ServingOptions::default()));
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let core = core.clone();
+        tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let r = predict(&core, x(1, i as f32), &[], None).await;
+            (i, r, start.elapsed())
+        }));
+        // In order: the first takes the slot, the next two wait, the rest are refused.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (mut served, mut refused) = (0, 0);
+    for t in tasks {
+        let (i, r, took) = t.await.unwrap();
+        match r {
+            Ok(out) => {
+                expect_y(&out, 1, i as f32);
+                served += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.code, Code::ResourceExhausted, "{}", e.message);
+                assert!(e.message.contains("waiting for this model version"), "{}", e.message);
+                assert!(took < Duration::from_millis(50), "refused after {took:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((served, refused), (3, 7));
+    assert_eq!(model.runs().len(), 3);
+    // The line is empty again: the next request runs.
+    expect_y(&predict(&core, x(1, 0.5), &[], None).await.unwrap(), 1, 0.5);
+}
+
+/// A model whose run never ends (until released): it holds its version's run slot, its callers
+/// get DEADLINE_EXCEEDED, the line stays bounded, and other models keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_never_returns_only_hurts_its_own_requests() {
+    struct Stuck(BTreeMap<String, Signature>, Arc<std::sync::atomic::AtomicBool>);
+    impl Model for Stuck {
+        fn signatures(&self) -> &BTreeMap<String, Signature> {
+            &self.0
+        }
+        fn run(&self, _: &str, inputs: TensorMap, _: &[String]) -> Result<TensorMap, ServingError> {
+            while !self.1.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(TensorMap::from([("y".to_string(), inputs["x"].clone())]))
+        }
+    }
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let limits = RunLimits { max_concurrent_runs: 1, max_queued_per_version: 4, ..RunLimits::default() };
+    let registry = Arc::new(ModelRegistry::with_executor_options(ExecutorOptions { limits, ..Default::default() }));
+    registry.insert("stuck", 1, Arc::new(Stuck(Rows::new(Duration::ZERO).signatures.clone(), release.clone())));
+    registry.insert("rows", 1, Rows::new(Duration::ZERO));
+    let core = Arc::new(ServingCore::new(registry, ServingOptions::default()));
+    let stuck = |deadline_ms: u64| {
+        let core = core.clone();
+        async move {
+            let servable = core.resolve("stuck", &VersionChoice::Latest)?;
+            let input = BTreeMap::from([("x".to_string(), x(1, 0.0))]);
+            let mut call = core.prepare_predict(&servable, "", input, &["y".to_string()], |_, t| Ok(t))?;
+            call.deadline = Some(Instant::now() + Duration::from_millis(deadline_ms));
+            core.predict(call, &RequestBudget::unlimited()).await
+        }
+    };
+    for _ in 0..3 {
+        let start = Instant::now();
+        let e = stuck(50).await.unwrap_err();
+        assert_eq!(e.code, Code::DeadlineExceeded, "{}", e.message);
+        assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+        // Meanwhile another model answers at once.
+        let start = Instant::now();
+        expect_y(&predict(&core, x(2, 1.0), &[], None).await.unwrap(), 2, 1.0);
+        assert!(start.elapsed() < Duration::from_millis(200));
+    }
+    release.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(stuck(5000).await.unwrap()["y"].shape(), &[1, 2]);
 }
 
 #[test]

@@ -73,26 +73,19 @@ struct BatchKey {
 }
 
 impl BatchKey {
-    /// The key and row count of `inputs`, or `None` when they cannot be batched (a scalar, or
-    /// inputs disagreeing on dimension 0).
+    /// The key and row count of `inputs`, or `None` when they cannot be batched (see [`batch_rows`]).
     fn of(signature: &str, inputs: &TensorMap) -> Option<(BatchKey, usize)> {
-        let mut rows = None;
-        let mut key = Vec::with_capacity(inputs.len());
-        for (alias, t) in inputs {
-            let (&n, rest) = t.shape().split_first()?;
-            if *rows.get_or_insert(n) != n {
-                return None;
-            }
-            key.push((alias.clone(), t.dtype(), rest.to_vec()));
-        }
-        Some((BatchKey { signature: signature.to_string(), inputs: key }, rows?))
+        let rows = batch_rows(inputs)?;
+        let key = inputs.iter().map(|(alias, t)| (alias.clone(), t.dtype(), t.shape()[1..].to_vec())).collect();
+        Some((BatchKey { signature: signature.to_string(), inputs: key }, rows))
     }
 }
 
 /// A task's outputs and how its batch ran, or why it did not.
 type Answer = Result<(TensorMap, Outcome), ServingError>;
 
-/// The rows (dimension 0) every input shares, or `None` when they cannot be batched.
+/// The rows (dimension 0) every input shares, or `None` when they cannot be batched: no
+/// inputs, a scalar, inputs disagreeing on dimension 0, or no rows at all (nothing to pad with).
 fn batch_rows(inputs: &TensorMap) -> Option<usize> {
     let mut rows = None;
     for t in inputs.values() {
@@ -101,7 +94,7 @@ fn batch_rows(inputs: &TensorMap) -> Option<usize> {
             return None;
         }
     }
-    rows
+    rows.filter(|&n| n > 0)
 }
 
 /// Where a task's outputs go: the request itself, or one piece of a split request.
@@ -243,7 +236,8 @@ impl Batcher {
         stats: Arc<RunStats>,
         params: BatchingParameters,
     ) -> Result<Batcher, ServingError> {
-        let shared = Arc::new(Shared { params, queues: Mutex::default(), ready: Condvar::new(), busy: AtomicUsize::new(0) });
+        let shared =
+            Arc::new(Shared { params, queues: Mutex::default(), ready: Condvar::new(), busy: AtomicUsize::new(0) });
         for i in 0..shared.params.num_batch_threads {
             let (shared, model, stats) = (shared.clone(), model.clone(), stats.clone());
             std::thread::Builder::new()

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::admission::{Admission, RunLimits};
 use super::batching::{Batcher, BatchingParameters};
 use super::job::{Job, Outcome};
 use crate::error::{Code, ServingError};
@@ -23,11 +24,18 @@ pub struct ExecutorOptions {
     pub batching: Option<BatchingParameters>,
     /// `--enable_per_model_batching_parameters`: a version's `batching_params.pbtxt` replaces `batching`.
     pub per_model_batching: bool,
+    /// Admission control of runs on the blocking pool.
+    pub limits: RunLimits,
 }
 
 impl Default for ExecutorOptions {
     fn default() -> Self {
-        ExecutorOptions { inline_run_threshold: Duration::from_micros(50), batching: None, per_model_batching: false }
+        ExecutorOptions {
+            inline_run_threshold: Duration::from_micros(50),
+            batching: None,
+            per_model_batching: false,
+            limits: RunLimits::default(),
+        }
     }
 }
 
@@ -89,6 +97,7 @@ pub struct Executor {
     stats: Arc<RunStats>,
     inline_run_threshold: Duration,
     batcher: Option<Batcher>,
+    admission: Admission,
     /// Requests holding this version (resolved and not yet answered).
     in_flight: AtomicUsize,
     /// Set while an unload waits for `in_flight` to reach zero.
@@ -113,7 +122,7 @@ impl Executor {
         name: &str,
         version: i64,
         model: Arc<dyn Model>,
-        inline_run_threshold: Duration,
+        options: &ExecutorOptions,
         batching: Option<BatchingParameters>,
     ) -> Arc<Executor> {
         let stats = Arc::new(RunStats::default());
@@ -128,8 +137,9 @@ impl Executor {
             version,
             model,
             stats,
-            inline_run_threshold,
+            inline_run_threshold: options.inline_run_threshold,
             batcher,
+            admission: Admission::new(options.limits.clone()),
             in_flight: AtomicUsize::new(0),
             waiting: AtomicBool::new(false),
             idle: Mutex::new(()),
@@ -190,9 +200,14 @@ impl Executor {
             return self.run_now(job, true);
         }
         tracing::trace!(model = %self.name, version = self.version, average = ?self.stats.average(), "run on the blocking pool");
-        let (model, stats) = (self.model.clone(), self.stats.clone());
         let deadline = job.deadline;
-        let run = tokio::task::spawn_blocking(move || run_model(model.as_ref(), &stats, job, false));
+        let slot = self.admission.slot(deadline).await?;
+        let (model, stats) = (self.model.clone(), self.stats.clone());
+        let run = tokio::task::spawn_blocking(move || {
+            // The slot is held until the run ends, even when its caller stopped waiting.
+            let _slot = slot;
+            run_model(model.as_ref(), &stats, job, false)
+        });
         let joined = match deadline {
             // The run goes on to its end, but the caller is answered now.
             Some(d) => tokio::time::timeout_at(d.into(), run).await.map_err(|_| deadline_exceeded())?,

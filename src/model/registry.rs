@@ -152,7 +152,7 @@ impl ModelRegistry {
         model: Arc<dyn Model>,
         batching: Option<crate::core::BatchingParameters>,
     ) -> Arc<Executor> {
-        Executor::new(name, version, model, self.executor_options.inline_run_threshold, batching)
+        Executor::new(name, version, model, &self.executor_options, batching)
     }
 
     fn update(&self, name: &str, f: impl FnOnce(&mut ModelEntry)) {
