@@ -119,6 +119,7 @@ pub async fn explain(
         inputs: TensorMap::from([(alias.clone(), perturbed)]),
         outputs: outputs.clone(),
         deadline: None,
+        origin: crate::core::Origin { api: "explain", front_end: "rest" },
     };
     let changed = core.predict(call, budget).await?;
 

@@ -6,12 +6,12 @@
 
 use std::collections::BTreeSet;
 
-use crate::core::Job;
+use crate::core::{Job, Origin};
 use crate::error::ServingError;
 use crate::memory::RequestBudget;
 use crate::model::{Servable, Signature, TensorMap, CLASSIFY_METHOD_NAME, DEFAULT_SIGNATURE, REGRESS_METHOD_NAME};
 use crate::proto::tensorflow::serving as pb;
-use crate::serving::{PredictCall, ServingCore, ServingOptions};
+use crate::serving::{CallContext, PredictCall, ServingCore, ServingOptions};
 use crate::tensor::example::Examples;
 use crate::tensor::{DataType, Tensor};
 
@@ -38,6 +38,14 @@ impl Method {
             CLASSIFY_METHOD_NAME => Some(Method::Classify),
             REGRESS_METHOD_NAME => Some(Method::Regress),
             _ => None,
+        }
+    }
+
+    /// The API verb, for logs.
+    pub fn api(self) -> &'static str {
+        match self {
+            Method::Classify => "classify",
+            Method::Regress => "regress",
         }
     }
 
@@ -236,7 +244,15 @@ pub fn prepare_task<'a>(
     let outputs = check_signature(signature, method, options.signature_method_name_check)?;
     let inputs = examples.to_inputs(signature, options.decode_limits.max_tensor_bytes, budget)?;
     Ok(TaskCall {
-        call: PredictCall { servable, signature_name, signature, inputs, outputs, deadline: None },
+        call: PredictCall {
+            servable,
+            signature_name,
+            signature,
+            inputs,
+            outputs,
+            deadline: None,
+            origin: Origin { api: method.api(), front_end: "internal" },
+        },
         method,
         batch: examples.len(),
     })
@@ -286,7 +302,15 @@ pub fn prepare_multi<'a>(
         .map(|(signature_name, signature, method, outputs)| {
             let inputs = examples.to_inputs(signature, options.decode_limits.max_tensor_bytes, budget)?;
             Ok(TaskCall {
-                call: PredictCall { servable, signature_name, signature, inputs, outputs, deadline: None },
+                call: PredictCall {
+                    servable,
+                    signature_name,
+                    signature,
+                    inputs,
+                    outputs,
+                    deadline: None,
+                    origin: Origin { api: "multi_inference", front_end: "internal" },
+                },
                 method,
                 batch: examples.len(),
             })
@@ -311,14 +335,15 @@ impl ServingCore {
         input: Option<&pb::Input>,
         method: Method,
         budget: &RequestBudget,
-        deadline: Option<std::time::Instant>,
+        context: CallContext,
     ) -> Result<(TaskResult, pb::ModelSpec), ServingError> {
         let servable = self.resolve(&spec.name, &crate::api::grpc::version_choice(spec))?;
         let examples = Examples::of(input)?;
         let task = prepare_task(&servable, &spec.signature_name, method, &examples, self.options(), budget)?;
         let model_spec = response_spec(&spec.name, task.call.signature_name, servable.version);
         let TaskCall { mut call, method, batch } = task;
-        call.deadline = deadline;
+        call.deadline = context.deadline;
+        call.origin.front_end = context.front_end;
         let outputs = self.predict(call, budget).await?;
         let result = TaskCall::result_of(method, batch, &outputs)?;
         Ok((result, model_spec))
@@ -329,14 +354,15 @@ impl ServingCore {
         &self,
         request: &pb::MultiInferenceRequest,
         budget: &RequestBudget,
-        deadline: Option<std::time::Instant>,
+        context: CallContext,
     ) -> Result<pb::MultiInferenceResponse, ServingError> {
         let first = request.tasks.first().and_then(|t| t.model_spec.clone()).unwrap_or_default();
         let servable = self.resolve(&first.name, &crate::api::grpc::version_choice(&first))?;
         let tasks = prepare_multi(&servable, request, self.options(), budget)?;
         let mut results = Vec::with_capacity(tasks.len());
         for TaskCall { mut call, method, batch } in tasks {
-            call.deadline = deadline;
+            call.deadline = context.deadline;
+            call.origin.front_end = context.front_end;
             let model_spec = response_spec(&first.name, call.signature_name, servable.version);
             let outputs = self.predict(call, budget).await?;
             results.push(multi_result(TaskCall::result_of(method, batch, &outputs)?, model_spec));
@@ -382,6 +408,7 @@ pub fn run_log_blocking(
             inputs: call.inputs,
             outputs: call.outputs,
             deadline: None,
+            origin: Origin { api: "warmup", front_end: "internal" },
         };
         let (outputs, _) = servable.runtime.run_here(job)?;
         TaskCall::result_of(method, batch, &outputs).map(drop)

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::core::Job;
+use crate::core::{Job, Origin};
 use crate::error::ServingError;
 use crate::memory::{MemoryLimits, MemoryPool, RequestBudget};
 use crate::model::{
@@ -44,6 +44,17 @@ pub struct PredictCall<'a> {
     pub outputs: Vec<String>,
     /// When the caller stops waiting (gRPC `grpc-timeout`, the REST timeout).
     pub deadline: Option<Instant>,
+    /// Who asked (API verb, front end), for the request's log line.
+    pub origin: Origin,
+}
+
+/// What a front end knows of a request beyond its payload.
+#[derive(Clone, Copy, Debug)]
+pub struct CallContext {
+    /// When the caller stops waiting.
+    pub deadline: Option<Instant>,
+    /// `grpc` or `rest`.
+    pub front_end: &'static str,
 }
 
 /// The registry plus the shared request logic.
@@ -122,8 +133,8 @@ impl ServingCore {
     /// Runs a prepared call on its version's executor (never blocking the reactor with a slow
     /// model). The outputs are charged to `budget` before the caller encodes them.
     pub async fn predict(&self, call: PredictCall<'_>, budget: &RequestBudget) -> Result<TensorMap, ServingError> {
-        let PredictCall { servable, signature_name, inputs, outputs, deadline, .. } = call;
-        let job = Job { signature: signature_name.to_string(), inputs, outputs, deadline };
+        let PredictCall { servable, signature_name, inputs, outputs, deadline, origin, .. } = call;
+        let job = Job { signature: signature_name.to_string(), inputs, outputs, deadline, origin };
         let (outputs, _outcome) = servable.runtime.run(job).await?;
         budget.charge(outputs.values().map(Tensor::held_bytes).sum(), || "the model's outputs".to_string())?;
         Ok(outputs)
@@ -197,7 +208,7 @@ pub fn prepare_predict<'a, R>(
         }
     }
     let outputs = select_outputs(signature, output_filter)?;
-    Ok(PredictCall { servable, signature_name, signature, inputs, outputs, deadline: None })
+    Ok(PredictCall { servable, signature_name, signature, inputs, outputs, deadline: None, origin: Origin::default() })
 }
 
 fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {

@@ -11,7 +11,7 @@ use crate::model::{Signature, TensorSpec, VersionChoice};
 use crate::proto::tensorflow as tf;
 use crate::proto::tensorflow::serving as pb;
 use crate::repository::ModelManager;
-use crate::serving::ServingCore;
+use crate::serving::{CallContext, ServingCore};
 use crate::tensor::proto::{decode_within, encode, encode_owned, encode_shape_i64};
 
 pub use pb::model_service_server::ModelServiceServer;
@@ -70,6 +70,10 @@ fn deadline_of<T>(request: &Request<T>) -> Option<std::time::Instant> {
     std::time::Instant::now().checked_add(timeout)
 }
 
+fn grpc(deadline: Option<std::time::Instant>) -> CallContext {
+    CallContext { deadline, front_end: "grpc" }
+}
+
 fn require_spec(spec: Option<pb::ModelSpec>) -> Result<pb::ModelSpec, ServingError> {
     spec.ok_or_else(|| ServingError::invalid_argument("Missing ModelSpec"))
 }
@@ -116,7 +120,7 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
         let (result, model_spec) =
-            self.core.run_task(&spec, request.input.as_ref(), Method::Classify, &budget, deadline).await?;
+            self.core.run_task(&spec, request.input.as_ref(), Method::Classify, &budget, grpc(deadline)).await?;
         let TaskResult::Classification(result) = result else {
             return Err(ServingError::internal("classify produced a regression").into());
         };
@@ -132,7 +136,7 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
         let (result, model_spec) =
-            self.core.run_task(&spec, request.input.as_ref(), Method::Regress, &budget, deadline).await?;
+            self.core.run_task(&spec, request.input.as_ref(), Method::Regress, &budget, grpc(deadline)).await?;
         let TaskResult::Regression(result) = result else {
             return Err(ServingError::internal("regress produced a classification").into());
         };
@@ -157,6 +161,7 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
             },
         )?;
         call.deadline = deadline;
+        call.origin.front_end = "grpc";
         let signature_name = call.signature_name.to_string();
         let outputs = self.core.predict(call, &budget).await?;
         let as_content = self.core.options().tensor_content_output;
@@ -177,7 +182,7 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
     ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
         let budget = budget_of(&self.core, &request);
         let deadline = deadline_of(&request);
-        Ok(Response::new(self.core.multi_inference(&request.into_inner(), &budget, deadline).await?))
+        Ok(Response::new(self.core.multi_inference(&request.into_inner(), &budget, grpc(deadline)).await?))
     }
 
     async fn get_model_metadata(

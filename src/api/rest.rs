@@ -21,7 +21,7 @@ use crate::inference;
 use crate::memory::RequestBudget;
 use crate::model::{ServableState, VersionChoice, DEFAULT_SIGNATURE};
 use crate::proto::tensorflow::serving as pb;
-use crate::serving::ServingCore;
+use crate::serving::{CallContext, ServingCore};
 use crate::tensor::json::{
     parse_inputs, parse_instances, quote_non_finite, write_outputs, write_predictions, InputBuilders,
 };
@@ -443,15 +443,17 @@ async fn classify_or_regress(
     let mut spec = spec_of(target);
     spec.signature_name = signature_name;
     let deadline = std::time::Instant::now().checked_add(rest.options.timeout);
-    let (result, _) =
-        tokio::time::timeout(rest.options.timeout, rest.core.run_task(&spec, Some(&input), method, budget, deadline))
-            .await
-            .map_err(|_| {
-                ServingError::new(
-                    Code::DeadlineExceeded,
-                    "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms",
-                )
-            })??;
+    let (result, _) = tokio::time::timeout(
+        rest.options.timeout,
+        rest.core.run_task(&spec, Some(&input), method, budget, CallContext { deadline, front_end: "rest" }),
+    )
+    .await
+    .map_err(|_| {
+        ServingError::new(
+            Code::DeadlineExceeded,
+            "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms",
+        )
+    })??;
     let float = |v: f32| crate::tensor::json::format_float(v as f64, true);
     let mut out = String::from("{\"results\": [");
     match result {
@@ -532,6 +534,7 @@ async fn predict(
     };
     let mut call = rest.core.prepare_predict(&servable, &signature_name, inputs, &[], |_, t| Ok(t))?;
     call.deadline = Some(deadline.into_std());
+    call.origin = crate::core::Origin { api: if with_explanations { "explain" } else { "predict" }, front_end: "rest" };
     let outputs = tokio::time::timeout_at(deadline, rest.core.predict(call, budget)).await.map_err(timed_out)??;
 
     // JSON text takes up to ~24 bytes per number; charge it before writing.

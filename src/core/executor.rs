@@ -166,7 +166,8 @@ impl Executor {
     /// batches, else inline when the model is proven fast and the request small, else on the
     /// blocking pool. A job whose deadline passes before it runs is answered DEADLINE_EXCEEDED.
     pub async fn run(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
-        let signature_for_log = tracing::enabled!(tracing::Level::DEBUG).then(|| job.signature.clone());
+        let for_log =
+            tracing::enabled!(tracing::Level::DEBUG).then(|| (job.signature.clone(), job.origin, Instant::now()));
         let wanted = job.outputs.clone();
         let result = match &self.batcher {
             // With no timeout and nothing queued, a fast model's request would run alone anyway:
@@ -179,8 +180,8 @@ impl Executor {
             None => self.run_unbatched(job).await,
         };
         let result = result.and_then(|(outputs, outcome)| Ok((exactly(outputs, wanted)?, outcome)));
-        if let Some(signature) = signature_for_log {
-            self.log(&signature, &result);
+        if let Some((signature, origin, start)) = for_log {
+            self.log(&signature, origin, start.elapsed(), &result);
         }
         result
     }
@@ -228,24 +229,37 @@ impl Executor {
         run_model(self.model.as_ref(), &self.stats, job, inline)
     }
 
-    fn log(&self, signature: &str, result: &Result<(TensorMap, Outcome), ServingError>) {
+    /// One line per request that reached its model: who asked, where it ran, how long it took.
+    fn log(
+        &self,
+        signature: &str,
+        origin: super::job::Origin,
+        total: Duration,
+        result: &Result<(TensorMap, Outcome), ServingError>,
+    ) {
         match result {
             Ok((_, o)) => tracing::debug!(
                 model = %self.name,
                 version = self.version,
                 signature,
+                api = origin.api,
+                front_end = origin.front_end,
                 requests = o.requests,
                 rows = o.batch_rows,
                 padded = o.padded_rows,
                 queued_us = o.queued.as_micros() as u64,
                 run_us = o.run.as_micros() as u64,
                 inline = o.inline,
+                total_us = total.as_micros() as u64,
                 "ran"
             ),
             Err(e) => tracing::debug!(
                 model = %self.name,
                 version = self.version,
                 signature,
+                api = origin.api,
+                front_end = origin.front_end,
+                total_us = total.as_micros() as u64,
                 code = e.code.name(),
                 "failed: {}",
                 e.message

@@ -15,6 +15,23 @@ pub struct Job {
     pub outputs: Vec<String>,
     /// When the request's caller stops waiting; a job still queued then is never run.
     pub deadline: Option<Instant>,
+    /// Who asked, for the job's log line.
+    pub origin: Origin,
+}
+
+/// Who asked for a job: the API verb and the front end it came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// `predict`, `classify`, `regress`, `multi_inference`, `explain` or `warmup`.
+    pub api: &'static str,
+    /// `grpc`, `rest`, or `internal` (warmup, code calling the core directly).
+    pub front_end: &'static str,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin { api: "predict", front_end: "internal" }
+    }
 }
 
 /// How a job ran: in what batch, after how long in the queue, for how long.

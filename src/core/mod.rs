@@ -9,4 +9,4 @@ pub mod job;
 pub use admission::RunLimits;
 pub use batching::BatchingParameters;
 pub use executor::{Executor, ExecutorOptions, RunStats, INLINE_MAX_INPUT_BYTES};
-pub use job::{Job, Outcome};
+pub use job::{Job, Origin, Outcome};

@@ -135,6 +135,7 @@ fn run_one(servable: &Servable, log: pb::PredictionLog, limits: &DecodeLimits) -
                 inputs: call.inputs,
                 outputs: call.outputs,
                 deadline: None,
+                origin: crate::core::Origin { api: "warmup", front_end: "internal" },
             };
             servable.runtime.run_here(job).map(drop)
         }
