@@ -243,19 +243,7 @@ pub fn prepare_task<'a>(
     })?;
     let outputs = check_signature(signature, method, options.signature_method_name_check)?;
     let inputs = examples.to_inputs(signature, options.decode_limits.max_tensor_bytes, budget)?;
-    Ok(TaskCall {
-        call: PredictCall {
-            servable,
-            signature_name,
-            signature,
-            inputs,
-            outputs,
-            deadline: None,
-            origin: Origin { api: method.api(), front_end: "internal" },
-        },
-        method,
-        batch: examples.len(),
-    })
+    Ok(TaskCall::new(servable, signature_name, signature, inputs, outputs, method, examples.len(), method.api()))
 }
 
 /// The checked tasks of a MultiInference request, all on one servable.
@@ -301,19 +289,16 @@ pub fn prepare_multi<'a>(
         .into_iter()
         .map(|(signature_name, signature, method, outputs)| {
             let inputs = examples.to_inputs(signature, options.decode_limits.max_tensor_bytes, budget)?;
-            Ok(TaskCall {
-                call: PredictCall {
-                    servable,
-                    signature_name,
-                    signature,
-                    inputs,
-                    outputs,
-                    deadline: None,
-                    origin: Origin { api: "multi_inference", front_end: "internal" },
-                },
+            Ok(TaskCall::new(
+                servable,
+                signature_name,
+                signature,
+                inputs,
+                outputs,
                 method,
-                batch: examples.len(),
-            })
+                examples.len(),
+                "multi_inference",
+            ))
         })
         .collect()
 }
@@ -371,7 +356,24 @@ impl ServingCore {
     }
 }
 
-impl TaskCall<'_> {
+impl<'a> TaskCall<'a> {
+    /// A task over `servable`'s `signature`, logged as `api`.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        servable: &'a Servable,
+        signature_name: &'a str,
+        signature: &'a Signature,
+        inputs: TensorMap,
+        outputs: Vec<String>,
+        method: Method,
+        batch: usize,
+        api: &'static str,
+    ) -> Self {
+        let origin = Origin { api, front_end: "internal" };
+        let call = PredictCall { servable, signature_name, signature, inputs, outputs, deadline: None, origin };
+        TaskCall { call, method, batch }
+    }
+
     fn result_of(method: Method, batch: usize, outputs: &TensorMap) -> Result<TaskResult, ServingError> {
         Ok(match method {
             Method::Classify => TaskResult::Classification(classification_result(outputs, batch)?),

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use super::{Buffer, Element, Repr, Tensor, TensorData};
+use super::{Buffer, Element, Repr, Tensor, TensorData, VecElement};
 
 /// Why tensors cannot be batched or split.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -34,36 +34,6 @@ pub enum BatchError {
     /// Padding with no row to repeat.
     #[error("cannot pad a batch of zero rows")]
     PadEmpty,
-}
-
-/// Element types stored in a plain vector (bool, strings), batched by cloning elements.
-trait VecElement: Clone + Sized {
-    fn wrap(values: Vec<Self>) -> TensorData;
-    fn unwrap(data: &TensorData) -> Option<&Vec<Self>>;
-}
-
-impl VecElement for bool {
-    fn wrap(values: Vec<Self>) -> TensorData {
-        TensorData::Bool(values)
-    }
-    fn unwrap(data: &TensorData) -> Option<&Vec<Self>> {
-        match data {
-            TensorData::Bool(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-
-impl VecElement for Bytes {
-    fn wrap(values: Vec<Self>) -> TensorData {
-        TensorData::String(values)
-    }
-    fn unwrap(data: &TensorData) -> Option<&Vec<Self>> {
-        match data {
-            TensorData::String(v) => Some(v),
-            _ => None,
-        }
-    }
 }
 
 /// The number of rows (dimension 0) of a tensor, and the elements in one row.

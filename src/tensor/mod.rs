@@ -250,6 +250,42 @@ macro_rules! dispatch_data {
     }};
 }
 
+/// An element type stored in a plain vector (bool, strings) rather than a [`Buffer`].
+pub(crate) trait VecElement: Clone + Sized {
+    /// The matching dtype.
+    const DTYPE: DataType;
+    /// Wraps a vector of this type.
+    fn wrap(values: Vec<Self>) -> TensorData;
+    /// Borrows the vector when `data` holds this type.
+    fn unwrap(data: &TensorData) -> Option<&Vec<Self>>;
+}
+
+impl VecElement for bool {
+    const DTYPE: DataType = DataType::Bool;
+    fn wrap(values: Vec<Self>) -> TensorData {
+        TensorData::Bool(values)
+    }
+    fn unwrap(data: &TensorData) -> Option<&Vec<Self>> {
+        match data {
+            TensorData::Bool(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl VecElement for Bytes {
+    const DTYPE: DataType = DataType::String;
+    fn wrap(values: Vec<Self>) -> TensorData {
+        TensorData::String(values)
+    }
+    fn unwrap(data: &TensorData) -> Option<&Vec<Self>> {
+        match data {
+            TensorData::String(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
 /// A numeric element type with a fixed-size little-endian encoding.
 pub trait Element: bytemuck::Pod + Send + Sync + 'static {
     /// The matching dtype.
@@ -429,22 +465,13 @@ impl Tensor {
 impl TensorData {
     /// The element type of this storage.
     pub fn dtype(&self) -> DataType {
-        match self {
-            TensorData::Float(_) => DataType::Float,
-            TensorData::Double(_) => DataType::Double,
-            TensorData::Int8(_) => DataType::Int8,
-            TensorData::Int16(_) => DataType::Int16,
-            TensorData::Int32(_) => DataType::Int32,
-            TensorData::Int64(_) => DataType::Int64,
-            TensorData::UInt8(_) => DataType::UInt8,
-            TensorData::UInt16(_) => DataType::UInt16,
-            TensorData::UInt32(_) => DataType::UInt32,
-            TensorData::UInt64(_) => DataType::UInt64,
-            TensorData::Half(_) => DataType::Half,
-            TensorData::BFloat16(_) => DataType::BFloat16,
-            TensorData::Bool(_) => DataType::Bool,
-            TensorData::String(_) => DataType::String,
+        fn numeric<T: Element>(_: &Buffer<T>) -> DataType {
+            T::DTYPE
         }
+        fn vec<E: VecElement>(_: &[E]) -> DataType {
+            E::DTYPE
+        }
+        crate::dispatch_data!(self, b => numeric(b), v => vec(v))
     }
 
     /// The number of elements.

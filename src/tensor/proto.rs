@@ -330,25 +330,14 @@ pub fn encode_owned(tensor: Tensor, as_content: bool) -> TensorProto {
 
 /// Little-endian bytes of a numeric or bool tensor; strings keep string_val, which every client reads.
 fn content_bytes(data: &TensorData) -> Option<Bytes> {
-    fn le<T: Element>(b: &Buffer<T>) -> Bytes {
-        Bytes::copy_from_slice(bytemuck::cast_slice(b.as_slice()))
+    fn le<T: Element>(b: &Buffer<T>) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(bytemuck::cast_slice(b.as_slice())))
     }
-    Some(match data {
-        TensorData::Float(b) => le(b),
-        TensorData::Double(b) => le(b),
-        TensorData::Int8(b) => le(b),
-        TensorData::Int16(b) => le(b),
-        TensorData::Int32(b) => le(b),
-        TensorData::Int64(b) => le(b),
-        TensorData::UInt8(b) => le(b),
-        TensorData::UInt16(b) => le(b),
-        TensorData::UInt32(b) => le(b),
-        TensorData::UInt64(b) => le(b),
-        TensorData::Half(b) => le(b),
-        TensorData::BFloat16(b) => le(b),
-        TensorData::Bool(v) => Bytes::from(v.iter().map(|&b| b as u8).collect::<Vec<u8>>()),
-        TensorData::String(_) => return None,
-    })
+    match data {
+        TensorData::Bool(v) => Some(Bytes::from(v.iter().map(|&b| b as u8).collect::<Vec<u8>>())),
+        TensorData::String(_) => None,
+        numeric => crate::dispatch_data!(numeric, b => le(b), _v => None),
+    }
 }
 
 #[cfg(test)]
