@@ -1,9 +1,10 @@
 //! tensorserve: a model server that speaks TensorFlow Serving's gRPC API.
 //!
 //! The crate follows the path a request takes: [`api`] front ends translate wire
-//! messages into [`tensor::Tensor`]s, [`serving::ServingCore`] resolves the model
-//! and runs it, [`model`] holds the `Model` trait and the registry, and
-//! [`backend`] holds the model implementations (ONNX through ONNX Runtime or tract).
+//! messages into [`tensor::Tensor`]s, [`serving::ServingCore`] resolves the model and checks
+//! the request, [`core`] runs it (one executor per version: inline, blocking pool or batch),
+//! [`model`] holds the `Model` trait and the registry, and [`backend`] holds the model
+//! implementations (ONNX through ONNX Runtime or tract).
 
 pub mod api;
 pub mod backend;
@@ -11,7 +12,6 @@ pub mod core;
 pub mod error;
 pub mod examples;
 pub mod explain;
-pub mod inference;
 pub mod memory;
 pub mod model;
 pub mod proto;

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::api::tfs::inference::{self, Method, TaskResult};
+use crate::api::tfs::{model_status, require_spec, version_choice};
 use crate::error::ServingError;
-use crate::inference::{Method, TaskResult};
 use crate::memory::RequestBudget;
-use crate::model::{Signature, TensorSpec, VersionChoice};
+use crate::model::{Signature, TensorSpec};
 use crate::proto::tensorflow as tf;
 use crate::proto::tensorflow::serving as pb;
 use crate::repository::ModelManager;
@@ -74,19 +75,6 @@ fn grpc(deadline: Option<std::time::Instant>) -> CallContext {
     CallContext { deadline, front_end: "grpc" }
 }
 
-fn require_spec(spec: Option<pb::ModelSpec>) -> Result<pb::ModelSpec, ServingError> {
-    spec.ok_or_else(|| ServingError::invalid_argument("Missing ModelSpec"))
-}
-
-/// The version a `ModelSpec` asks for.
-pub fn version_choice(spec: &pb::ModelSpec) -> VersionChoice {
-    match &spec.version_choice {
-        Some(pb::model_spec::VersionChoice::Version(v)) => VersionChoice::Specific(*v),
-        Some(pb::model_spec::VersionChoice::VersionLabel(l)) => VersionChoice::Label(l.clone()),
-        None => VersionChoice::Latest,
-    }
-}
-
 fn tensor_info(spec: &TensorSpec) -> tf::TensorInfo {
     let tensor_shape = match &spec.shape {
         Some(dims) => encode_shape_i64(dims),
@@ -120,7 +108,8 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
         let (result, model_spec) =
-            self.core.run_task(&spec, request.input.as_ref(), Method::Classify, &budget, grpc(deadline)).await?;
+            inference::run_task(&self.core, &spec, request.input.as_ref(), Method::Classify, &budget, grpc(deadline))
+                .await?;
         let TaskResult::Classification(result) = result else {
             return Err(ServingError::internal("classify produced a regression").into());
         };
@@ -136,7 +125,8 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
         let (result, model_spec) =
-            self.core.run_task(&spec, request.input.as_ref(), Method::Regress, &budget, grpc(deadline)).await?;
+            inference::run_task(&self.core, &spec, request.input.as_ref(), Method::Regress, &budget, grpc(deadline))
+                .await?;
         let TaskResult::Regression(result) = result else {
             return Err(ServingError::internal("regress produced a classification").into());
         };
@@ -182,7 +172,7 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
     ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
         let budget = budget_of(&self.core, &request);
         let deadline = deadline_of(&request);
-        Ok(Response::new(self.core.multi_inference(&request.into_inner(), &budget, grpc(deadline)).await?))
+        Ok(Response::new(inference::multi_inference(&self.core, &request.into_inner(), &budget, grpc(deadline)).await?))
     }
 
     async fn get_model_metadata(
@@ -235,42 +225,6 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
             metadata,
         }))
     }
-}
-
-/// The `GetModelStatus` answer, shared with the REST front end.
-pub fn model_status(
-    core: &ServingCore,
-    spec: Option<pb::ModelSpec>,
-) -> Result<pb::GetModelStatusResponse, ServingError> {
-    let spec = require_spec(spec)?;
-    if spec.name.is_empty() {
-        return Err(ServingError::invalid_argument("ModelSpec has no name specified."));
-    }
-    let statuses = core.registry().statuses(&spec.name).unwrap_or_default();
-    if statuses.is_empty() {
-        return Err(ServingError::not_found(format!("Could not find any versions of model {}", spec.name)));
-    }
-    let wanted = match spec.version_choice {
-        Some(pb::model_spec::VersionChoice::Version(v)) => Some(v),
-        _ => None,
-    };
-    let selected: Vec<_> = statuses.into_iter().filter(|s| wanted.is_none_or(|v| v == s.version)).collect();
-    if let (Some(v), true) = (wanted, selected.is_empty()) {
-        return Err(ServingError::not_found(format!("Could not find version {v} of model {}", spec.name)));
-    }
-    Ok(pb::GetModelStatusResponse {
-        model_version_status: selected
-            .into_iter()
-            .map(|s| pb::ModelVersionStatus {
-                version: s.version,
-                state: s.state as i32,
-                status: Some(pb::StatusProto {
-                    error_code: s.error.as_ref().map(|e| e.code as i32).unwrap_or(0),
-                    error_message: s.error.map(|e| e.message).unwrap_or_default(),
-                }),
-            })
-            .collect(),
-    })
 }
 
 #[tonic::async_trait]

@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::api::grpc::model_status;
+use crate::api::tfs::inference;
+use crate::api::tfs::model_status;
 use crate::error::{Code, Refusal, ServingError};
 use crate::explain::{explain, ExplainOptions};
-use crate::inference;
 use crate::memory::RequestBudget;
 use crate::model::{ServableState, VersionChoice, DEFAULT_SIGNATURE};
 use crate::proto::tensorflow::serving as pb;
@@ -445,7 +445,14 @@ async fn classify_or_regress(
     let deadline = std::time::Instant::now().checked_add(rest.options.timeout);
     let (result, _) = tokio::time::timeout(
         rest.options.timeout,
-        rest.core.run_task(&spec, Some(&input), method, budget, CallContext { deadline, front_end: "rest" }),
+        inference::run_task(
+            &rest.core,
+            &spec,
+            Some(&input),
+            method,
+            budget,
+            CallContext { deadline, front_end: "rest" },
+        ),
     )
     .await
     .map_err(|_| {

@@ -141,7 +141,7 @@ fn run_one(servable: &Servable, log: pb::PredictionLog, limits: &DecodeLimits) -
         }
         Some(_) => {
             let options = crate::serving::ServingOptions { decode_limits: *limits, ..Default::default() };
-            crate::inference::run_log_blocking(servable, &log, &options)
+            crate::api::tfs::inference::run_log_blocking(servable, &log, &options)
         }
         None => Err(ServingError::invalid_argument("PredictionLog has no log_type")),
     }

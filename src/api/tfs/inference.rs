@@ -312,48 +312,46 @@ pub fn response_spec(name: &str, signature_name: &str, version: i64) -> pb::Mode
     }
 }
 
-impl ServingCore {
-    /// Runs one Classify or Regress request; returns the result and the response's model spec.
-    pub async fn run_task(
-        &self,
-        spec: &pb::ModelSpec,
-        input: Option<&pb::Input>,
-        method: Method,
-        budget: &RequestBudget,
-        context: CallContext,
-    ) -> Result<(TaskResult, pb::ModelSpec), ServingError> {
-        let servable = self.resolve(&spec.name, &crate::api::grpc::version_choice(spec))?;
-        let examples = Examples::of(input)?;
-        let task = prepare_task(&servable, &spec.signature_name, method, &examples, self.options(), budget)?;
-        let model_spec = response_spec(&spec.name, task.call.signature_name, servable.version);
-        let TaskCall { mut call, method, batch } = task;
+/// Runs one Classify or Regress request; returns the result and the response's model spec.
+pub async fn run_task(
+    core: &ServingCore,
+    spec: &pb::ModelSpec,
+    input: Option<&pb::Input>,
+    method: Method,
+    budget: &RequestBudget,
+    context: CallContext,
+) -> Result<(TaskResult, pb::ModelSpec), ServingError> {
+    let servable = core.resolve(&spec.name, &super::version_choice(spec))?;
+    let examples = Examples::of(input)?;
+    let task = prepare_task(&servable, &spec.signature_name, method, &examples, core.options(), budget)?;
+    let model_spec = response_spec(&spec.name, task.call.signature_name, servable.version);
+    let TaskCall { mut call, method, batch } = task;
+    call.deadline = context.deadline;
+    call.origin.front_end = context.front_end;
+    let outputs = core.predict(call, budget).await?;
+    let result = TaskCall::result_of(method, batch, &outputs)?;
+    Ok((result, model_spec))
+}
+
+/// Runs a MultiInference request: one model run per task, all on the first task's version.
+pub async fn multi_inference(
+    core: &ServingCore,
+    request: &pb::MultiInferenceRequest,
+    budget: &RequestBudget,
+    context: CallContext,
+) -> Result<pb::MultiInferenceResponse, ServingError> {
+    let first = request.tasks.first().and_then(|t| t.model_spec.clone()).unwrap_or_default();
+    let servable = core.resolve(&first.name, &super::version_choice(&first))?;
+    let tasks = prepare_multi(&servable, request, core.options(), budget)?;
+    let mut results = Vec::with_capacity(tasks.len());
+    for TaskCall { mut call, method, batch } in tasks {
         call.deadline = context.deadline;
         call.origin.front_end = context.front_end;
-        let outputs = self.predict(call, budget).await?;
-        let result = TaskCall::result_of(method, batch, &outputs)?;
-        Ok((result, model_spec))
+        let model_spec = response_spec(&first.name, call.signature_name, servable.version);
+        let outputs = core.predict(call, budget).await?;
+        results.push(multi_result(TaskCall::result_of(method, batch, &outputs)?, model_spec));
     }
-
-    /// Runs a MultiInference request: one model run per task, all on the first task's version.
-    pub async fn multi_inference(
-        &self,
-        request: &pb::MultiInferenceRequest,
-        budget: &RequestBudget,
-        context: CallContext,
-    ) -> Result<pb::MultiInferenceResponse, ServingError> {
-        let first = request.tasks.first().and_then(|t| t.model_spec.clone()).unwrap_or_default();
-        let servable = self.resolve(&first.name, &crate::api::grpc::version_choice(&first))?;
-        let tasks = prepare_multi(&servable, request, self.options(), budget)?;
-        let mut results = Vec::with_capacity(tasks.len());
-        for TaskCall { mut call, method, batch } in tasks {
-            call.deadline = context.deadline;
-            call.origin.front_end = context.front_end;
-            let model_spec = response_spec(&first.name, call.signature_name, servable.version);
-            let outputs = self.predict(call, budget).await?;
-            results.push(multi_result(TaskCall::result_of(method, batch, &outputs)?, model_spec));
-        }
-        Ok(pb::MultiInferenceResponse { results })
-    }
+    Ok(pb::MultiInferenceResponse { results })
 }
 
 impl<'a> TaskCall<'a> {
