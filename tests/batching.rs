@@ -351,6 +351,74 @@ async fn a_model_that_never_returns_only_hurts_its_own_requests() {
     assert_eq!(stuck(5000).await.unwrap()["y"].shape(), &[1, 2]);
 }
 
+/// Classify requests batch like Predict: their tf.Examples are rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_requests_batch_too() {
+    use tensorserve::api::tfs::inference::{run_task, Method, TaskResult};
+    use tensorserve::proto::tensorflow as tf;
+    use tensorserve::proto::tensorflow::serving as pb;
+    use tensorserve::serving::CallContext;
+
+    /// scores = 2x + 1 on [n, 2]: one row per example, recording each run's rows.
+    struct Scores(BTreeMap<String, Signature>, Mutex<Vec<usize>>);
+    impl Model for Scores {
+        fn signatures(&self) -> &BTreeMap<String, Signature> {
+            &self.0
+        }
+        fn run(&self, _: &str, inputs: TensorMap, _: &[String]) -> Result<TensorMap, ServingError> {
+            let x = &inputs["x"];
+            self.1.lock().unwrap().push(x.shape()[0]);
+            let y: Vec<f32> = x.as_slice::<f32>().unwrap().iter().map(|v| 2.0 * v + 1.0).collect();
+            Ok(TensorMap::from([("scores".to_string(), Tensor::from_vec(x.shape().to_vec(), y).unwrap())]))
+        }
+    }
+    let mut sig = Signature::predict(
+        [("x".to_string(), TensorSpec::new("x", DataType::Float, &[-1, 2]))],
+        [("scores".to_string(), TensorSpec::new("scores", DataType::Float, &[-1, 2]))],
+    );
+    sig.method_name = tensorserve::model::CLASSIFY_METHOD_NAME.to_string();
+    let model = Arc::new(Scores(BTreeMap::from([("serving_default".to_string(), sig)]), Mutex::default()));
+    let batching =
+        params("max_batch_size { value: 64 } batch_timeout_micros { value: 200000 } num_batch_threads { value: 1 }");
+    let registry = Arc::new(ModelRegistry::with_executor_options(ExecutorOptions {
+        batching: Some(batching),
+        ..Default::default()
+    }));
+    registry.insert("cls", 1, model.clone());
+    let core = Arc::new(ServingCore::new(registry, ServingOptions::default()));
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let core = core.clone();
+        tasks.push(tokio::spawn(async move {
+            let examples = (0..i % 2 + 1)
+                .map(|j| {
+                    let v = vec![i as f32, j as f32];
+                    let feature = tf::Feature { kind: Some(tf::feature::Kind::FloatList(tf::FloatList { value: v })) };
+                    tf::Example {
+                        features: Some(tf::Features { feature: BTreeMap::from([("x".to_string(), feature)]) }),
+                    }
+                })
+                .collect();
+            let input = pb::Input { kind: Some(pb::input::Kind::ExampleList(pb::ExampleList { examples })) };
+            let spec = pb::ModelSpec { name: "cls".into(), ..Default::default() };
+            let context = CallContext { deadline: None, front_end: "test" };
+            let budget = RequestBudget::unlimited();
+            let (result, _) = run_task(&core, &spec, Some(&input), Method::Classify, &budget, context).await.unwrap();
+            let TaskResult::Classification(c) = result else { panic!("not a classification") };
+            for (j, classes) in c.classifications.iter().enumerate() {
+                let scores: Vec<f32> = classes.classes.iter().map(|c| c.score).collect();
+                assert_eq!(scores, vec![2.0 * i as f32 + 1.0, 2.0 * j as f32 + 1.0]);
+            }
+            c.classifications.len()
+        }));
+    }
+    let mut examples = 0;
+    for t in tasks {
+        examples += t.await.unwrap();
+    }
+    assert_eq!(model.1.lock().unwrap().clone(), vec![examples]);
+}
+
 #[test]
 fn batching_parameters_follow_tf_serving() {
     let p = params("max_batch_size { value: 128 } batch_timeout_micros { value: 0 } max_enqueued_batches { value: 1000000 } num_batch_threads { value: 8 }");
