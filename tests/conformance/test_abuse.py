@@ -341,15 +341,17 @@ def test_rapid_reset_does_not_disturb_others(target):
     s, c = h2_client(target.server.port)
     s.setblocking(False)
     for i in range(5000):
-        sid = c.get_next_available_stream_id()
-        c.send_headers(sid, grpc_headers())
-        c.reset_stream(sid)
         try:
+            # After the server's GOAWAY (the defence) the client's connection is closed: stop.
+            sid = c.get_next_available_stream_id()
+            c.send_headers(sid, grpc_headers())
+            c.reset_stream(sid)
             s.sendall(c.data_to_send())
             data = s.recv(65536)
             if not data:
-                break  # GOAWAY and close: the defence
-            c.receive_data(data)
+                break  # the server closed the connection: the defence
+            if any(isinstance(e, h2.events.ConnectionTerminated) for e in c.receive_data(data)):
+                break
         except BlockingIOError:
             pass
         except (BrokenPipeError, ConnectionResetError, h2.exceptions.ProtocolError):
