@@ -158,7 +158,9 @@ impl Split {
                     let pieces: Vec<TensorMap> = state.pieces.iter_mut().filter_map(Option::take).collect();
                     let outcome = state.outcome;
                     if let Some(tx) = state.reply.take() {
-                        let _ = tx.send(join_pieces(&pieces).map(|o| (o, outcome)));
+                        let pieces: Vec<&TensorMap> = pieces.iter().collect();
+                        let joined = concat_maps(&pieces, 0, "joining the pieces of output");
+                        let _ = tx.send(joined.map(|o| (o, outcome)));
                     }
                 }
             }
@@ -166,15 +168,15 @@ impl Split {
     }
 }
 
-/// Concatenates each output alias over the pieces of a split request.
-fn join_pieces(pieces: &[TensorMap]) -> Result<TensorMap, ServingError> {
-    let Some(first) = pieces.first() else { return Ok(TensorMap::new()) };
+/// Concatenates every alias of `maps[0]` over `maps` along dimension 0, padded to `rows`.
+fn concat_maps(maps: &[&TensorMap], rows: usize, what: &str) -> Result<TensorMap, ServingError> {
+    let Some(first) = maps.first() else { return Ok(TensorMap::new()) };
     first
         .keys()
         .map(|alias| {
-            let parts: Vec<&Tensor> = pieces.iter().filter_map(|p| p.get(alias)).collect();
-            let joined = concat_rows(&parts, 0)
-                .map_err(|e| ServingError::internal(format!("joining the pieces of output {alias}: {e}")))?;
+            let parts: Vec<&Tensor> = maps.iter().filter_map(|m| m.get(alias)).collect();
+            let joined =
+                concat_rows(&parts, rows).map_err(|e| ServingError::internal(format!("{what} {alias}: {e}")))?;
             Ok((alias.clone(), joined))
         })
         .collect()
@@ -450,7 +452,8 @@ fn run_batch(params: &BatchingParameters, model: &dyn Model, stats: &RunStats, s
     let inputs = if tasks.len() == 1 && padded == rows {
         std::mem::take(&mut tasks[0].inputs)
     } else {
-        match merge_inputs(&tasks, padded) {
+        let inputs: Vec<&TensorMap> = tasks.iter().map(|t| &t.inputs).collect();
+        match concat_maps(&inputs, padded, "batching input") {
             Ok(inputs) => inputs,
             Err(e) => return fail_all(tasks, e),
         }
@@ -465,7 +468,8 @@ fn run_batch(params: &BatchingParameters, model: &dyn Model, stats: &RunStats, s
     };
     if tasks.len() == 1 && padded == rows {
         if let Some(task) = tasks.pop() {
-            task.reply.send(Ok((result, outcome)));
+            let answer = super::executor::exactly(result, &task.outputs).map(|o| (o, outcome));
+            task.reply.send(answer);
         }
         return;
     }
@@ -477,19 +481,6 @@ fn run_batch(params: &BatchingParameters, model: &dyn Model, stats: &RunStats, s
         }
         Err(e) => fail_all(tasks, e),
     }
-}
-
-fn merge_inputs(tasks: &[Task], padded: usize) -> Result<TensorMap, ServingError> {
-    tasks[0]
-        .inputs
-        .keys()
-        .map(|alias| {
-            let parts: Vec<&Tensor> = tasks.iter().filter_map(|t| t.inputs.get(alias)).collect();
-            let merged = concat_rows(&parts, padded)
-                .map_err(|e| ServingError::internal(format!("batching input {alias}: {e}")))?;
-            Ok((alias.clone(), merged))
-        })
-        .collect()
 }
 
 /// Each task's requested outputs, cut from the batch's outputs by its rows.
@@ -511,6 +502,11 @@ fn split_outputs(mut result: TensorMap, tasks: &[Task], padded: usize) -> Result
             if task.outputs.contains(&alias) {
                 out.insert(alias.clone(), part);
             }
+        }
+    }
+    for (task, out) in tasks.iter().zip(&per_task) {
+        if let Some(alias) = task.outputs.iter().find(|a| !out.contains_key(*a)) {
+            return Err(super::executor::missing_output(alias));
         }
     }
     Ok(per_task)

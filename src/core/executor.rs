@@ -168,7 +168,6 @@ impl Executor {
     pub async fn run(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
         let for_log =
             tracing::enabled!(tracing::Level::DEBUG).then(|| (job.signature.clone(), job.origin, Instant::now()));
-        let wanted = job.outputs.clone();
         let result = match &self.batcher {
             // With no timeout and nothing queued, a fast model's request would run alone anyway:
             // it runs inline, saving the hand-off to a batch thread (18 us of CPU per request).
@@ -179,7 +178,6 @@ impl Executor {
             },
             None => self.run_unbatched(job).await,
         };
-        let result = result.and_then(|(outputs, outcome)| Ok((exactly(outputs, wanted)?, outcome)));
         if let Some((signature, origin, start)) = for_log {
             self.log(&signature, origin, start.elapsed(), &result);
         }
@@ -188,9 +186,7 @@ impl Executor {
 
     /// Runs `job` on the calling thread, unbatched (warmup, before the version serves).
     pub fn run_here(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
-        let wanted = job.outputs.clone();
-        let (outputs, outcome) = self.run_now(job, false)?;
-        Ok((exactly(outputs, wanted)?, outcome))
+        self.run_now(job, false)
     }
 
     async fn run_unbatched(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
@@ -310,7 +306,7 @@ fn run_model(
     let rows = job.inputs.values().next().and_then(|t| t.shape().first().copied()).unwrap_or(1);
     let (outputs, run) = run_once(model, stats, &job.signature, job.inputs, &job.outputs);
     let outcome = Outcome { requests: 1, batch_rows: rows, padded_rows: rows, queued: Duration::ZERO, run, inline };
-    Ok((outputs?, outcome))
+    Ok((exactly(outputs?, &job.outputs)?, outcome))
 }
 
 /// The one call of a model's `run` in the server (panics caught), timed into `stats`.
@@ -329,18 +325,21 @@ pub(super) fn run_once(
 }
 
 /// The outputs `wanted`, in that set; a model may return more than it was asked for.
-fn exactly(mut outputs: TensorMap, wanted: Vec<String>) -> Result<TensorMap, ServingError> {
+pub(super) fn exactly(mut outputs: TensorMap, wanted: &[String]) -> Result<TensorMap, ServingError> {
     if outputs.len() == wanted.len() && wanted.iter().all(|w| outputs.contains_key(w)) {
         return Ok(outputs);
     }
     let mut out = TensorMap::new();
     for alias in wanted {
-        let t = outputs
-            .remove(&alias)
-            .ok_or_else(|| ServingError::internal(format!("model did not produce output {alias}")))?;
-        out.insert(alias, t);
+        let t = outputs.remove(alias).ok_or_else(|| missing_output(alias))?;
+        out.insert(alias.clone(), t);
     }
     Ok(out)
+}
+
+/// A wanted output the model did not return.
+pub(super) fn missing_output(alias: &str) -> ServingError {
+    ServingError::internal(format!("model did not produce output {alias}"))
 }
 
 fn deadline_exceeded() -> ServingError {

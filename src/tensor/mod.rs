@@ -260,31 +260,25 @@ pub(crate) trait VecElement: Clone + Sized {
     fn unwrap(data: &TensorData) -> Option<&Vec<Self>>;
 }
 
-impl VecElement for bool {
-    const DTYPE: DataType = DataType::Bool;
-    fn wrap(values: Vec<Self>) -> TensorData {
-        TensorData::Bool(values)
-    }
-    fn unwrap(data: &TensorData) -> Option<&Vec<Self>> {
-        match data {
-            TensorData::Bool(v) => Some(v),
-            _ => None,
+macro_rules! vec_element {
+    ($t:ty, $variant:ident) => {
+        impl VecElement for $t {
+            const DTYPE: DataType = DataType::$variant;
+            fn wrap(values: Vec<Self>) -> TensorData {
+                TensorData::$variant(values)
+            }
+            fn unwrap(data: &TensorData) -> Option<&Vec<Self>> {
+                match data {
+                    TensorData::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
         }
-    }
+    };
 }
 
-impl VecElement for Bytes {
-    const DTYPE: DataType = DataType::String;
-    fn wrap(values: Vec<Self>) -> TensorData {
-        TensorData::String(values)
-    }
-    fn unwrap(data: &TensorData) -> Option<&Vec<Self>> {
-        match data {
-            TensorData::String(v) => Some(v),
-            _ => None,
-        }
-    }
-}
+vec_element!(bool, Bool);
+vec_element!(Bytes, String);
 
 /// A numeric element type with a fixed-size little-endian encoding.
 pub trait Element: bytemuck::Pod + Send + Sync + 'static {
