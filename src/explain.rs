@@ -23,7 +23,7 @@ pub struct ExplainOptions {
 
 impl Default for ExplainOptions {
     fn default() -> Self {
-        ExplainOptions { baseline: 0.0, max_features: 64 }
+        crate::config::ServerConfig::default().serve.rest.explain
     }
 }
 

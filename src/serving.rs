@@ -18,7 +18,7 @@ use crate::tensor::proto::DecodeLimits;
 use crate::tensor::Tensor;
 
 /// Settings shared by every front end.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ServingOptions {
     /// Emit outputs as `tensor_content` instead of typed fields.
     pub tensor_content_output: bool,
@@ -28,6 +28,12 @@ pub struct ServingOptions {
     pub signature_method_name_check: bool,
     /// The memory budget of one request and the limit over all requests in flight.
     pub memory: MemoryLimits,
+}
+
+impl Default for ServingOptions {
+    fn default() -> Self {
+        crate::config::ServerConfig::default().serve.serving
+    }
 }
 
 /// A checked Predict call, ready to run.
@@ -110,6 +116,23 @@ impl ServingCore {
     }
 
     /// Checks a Predict request against the signature; see [`prepare_predict`].
+    /// `--enable_signature_method_name_check`: Predict serves only the three TF Serving methods.
+    pub fn check_predict_method(options: &ServingOptions, signature: &Signature) -> Result<(), ServingError> {
+        let method = signature.method_name.as_str();
+        if options.signature_method_name_check
+            && ![PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME].contains(&method)
+        {
+            return Err(ServingError::internal(format!(
+            "Expected prediction signature method_name to be one of {{{PREDICT_METHOD_NAME}, {CLASSIFY_METHOD_NAME}, {REGRESS_METHOD_NAME}}}. Was: {method}"
+        )));
+        }
+        Ok(())
+    }
+
+    /// Checks a Predict request's input names and output filter against the signature.
+    ///
+    /// `decode` turns one request input into a tensor and is called in TF Serving's
+    /// order (sorted by alias), so its errors surface as TF Serving's would.
     pub fn prepare_predict<'a, R>(
         &self,
         servable: &'a Servable,
@@ -119,14 +142,7 @@ impl ServingCore {
         decode: impl FnMut(&str, R) -> Result<Tensor, ServingError>,
     ) -> Result<PredictCall<'a>, ServingError> {
         let call = prepare_predict(servable, signature_name, request_inputs, output_filter, decode)?;
-        let method = call.signature.method_name.as_str();
-        if self.options.signature_method_name_check
-            && ![PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME].contains(&method)
-        {
-            return Err(ServingError::internal(format!(
-                "Expected prediction signature method_name to be one of {{{PREDICT_METHOD_NAME}, {CLASSIFY_METHOD_NAME}, {REGRESS_METHOD_NAME}}}. Was: {method}"
-            )));
-        }
+        check_predict_method(&self.options, call.signature)?;
         Ok(call)
     }
 
@@ -139,6 +155,19 @@ impl ServingCore {
         budget.charge(outputs.values().map(Tensor::held_bytes).sum(), || "the model's outputs".to_string())?;
         Ok(outputs)
     }
+}
+
+/// `--enable_signature_method_name_check`: Predict serves only the three TF Serving methods.
+pub fn check_predict_method(options: &ServingOptions, signature: &Signature) -> Result<(), ServingError> {
+    let method = signature.method_name.as_str();
+    if options.signature_method_name_check
+        && ![PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME].contains(&method)
+    {
+        return Err(ServingError::internal(format!(
+            "Expected prediction signature method_name to be one of {{{PREDICT_METHOD_NAME}, {CLASSIFY_METHOD_NAME}, {REGRESS_METHOD_NAME}}}. Was: {method}"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a Predict request's input names and output filter against the signature.

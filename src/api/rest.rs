@@ -42,12 +42,7 @@ pub struct RestOptions {
 
 impl Default for RestOptions {
     fn default() -> Self {
-        RestOptions {
-            timeout: Duration::from_millis(30_000),
-            cors: false,
-            max_body_bytes: i32::MAX as usize,
-            explain: ExplainOptions::default(),
-        }
+        crate::config::ServerConfig::default().serve.rest
     }
 }
 

@@ -26,8 +26,7 @@ pub struct RunLimits {
 
 impl Default for RunLimits {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        RunLimits { max_concurrent_runs: cores, max_queued_per_version: 1024, max_queued: 4096, queued: Arc::default() }
+        crate::config::ServerConfig::default().executor.limits
     }
 }
 

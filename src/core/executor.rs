@@ -30,12 +30,7 @@ pub struct ExecutorOptions {
 
 impl Default for ExecutorOptions {
     fn default() -> Self {
-        ExecutorOptions {
-            inline_run_threshold: Duration::from_micros(50),
-            batching: None,
-            per_model_batching: false,
-            limits: RunLimits::default(),
-        }
+        crate::config::ServerConfig::default().executor
     }
 }
 
@@ -166,9 +161,26 @@ impl Executor {
     /// batches, else inline when the model is proven fast and the request small, else on the
     /// blocking pool. A job whose deadline passes before it runs is answered DEADLINE_EXCEEDED.
     pub async fn run(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
-        let for_log =
-            tracing::enabled!(tracing::Level::DEBUG).then(|| (job.signature.clone(), job.origin, Instant::now()));
-        let result = match &self.batcher {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return self.dispatch(job).await;
+        }
+        // The request's span: what it asked for; its closing event says how it went.
+        let span = tracing::debug_span!(
+            "request",
+            model = %self.name,
+            version = self.version,
+            signature = %job.signature,
+            api = job.origin.api,
+            front_end = job.origin.front_end,
+        );
+        let start = Instant::now();
+        let result = tracing::Instrument::instrument(self.dispatch(job), span.clone()).await;
+        span.in_scope(|| log_outcome(start.elapsed(), &result));
+        result
+    }
+
+    async fn dispatch(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
+        match &self.batcher {
             // With no timeout and nothing queued, a fast model's request would run alone anyway:
             // it runs inline, saving the hand-off to a batch thread (18 us of CPU per request).
             Some(batcher) if batcher.runs_alone(&job) && self.runs_inline(&job) => self.run_now(job, true),
@@ -177,11 +189,7 @@ impl Executor {
                 Err(job) => self.run_unbatched(job).await,
             },
             None => self.run_unbatched(job).await,
-        };
-        if let Some((signature, origin, start)) = for_log {
-            self.log(&signature, origin, start.elapsed(), &result);
         }
-        result
     }
 
     /// Runs `job` on the calling thread, unbatched (warmup, before the version serves).
@@ -223,44 +231,6 @@ impl Executor {
 
     fn run_now(&self, job: Job, inline: bool) -> Result<(TensorMap, Outcome), ServingError> {
         run_model(self.model.as_ref(), &self.stats, job, inline)
-    }
-
-    /// One line per request that reached its model: who asked, where it ran, how long it took.
-    fn log(
-        &self,
-        signature: &str,
-        origin: super::job::Origin,
-        total: Duration,
-        result: &Result<(TensorMap, Outcome), ServingError>,
-    ) {
-        match result {
-            Ok((_, o)) => tracing::debug!(
-                model = %self.name,
-                version = self.version,
-                signature,
-                api = origin.api,
-                front_end = origin.front_end,
-                requests = o.requests,
-                rows = o.batch_rows,
-                padded = o.padded_rows,
-                queued_us = o.queued.as_micros() as u64,
-                run_us = o.run.as_micros() as u64,
-                inline = o.inline,
-                total_us = total.as_micros() as u64,
-                "ran"
-            ),
-            Err(e) => tracing::debug!(
-                model = %self.name,
-                version = self.version,
-                signature,
-                api = origin.api,
-                front_end = origin.front_end,
-                total_us = total.as_micros() as u64,
-                code = e.code.name(),
-                "failed: {}",
-                e.message
-            ),
-        }
     }
 
     /// Counts a request holding this version (see [`crate::model::Servable`]).
@@ -344,4 +314,24 @@ pub(super) fn missing_output(alias: &str) -> ServingError {
 
 fn deadline_exceeded() -> ServingError {
     ServingError::new(Code::DeadlineExceeded, "Deadline exceeded before the model ran")
+}
+
+/// One line per request that reached its executor, inside its span: batch, queue and run times.
+fn log_outcome(total: Duration, result: &Result<(TensorMap, Outcome), ServingError>) {
+    match result {
+        Ok((_, o)) => tracing::debug!(
+            outcome = "OK",
+            requests = o.requests,
+            rows = o.batch_rows,
+            padded = o.padded_rows,
+            queued_us = o.queued.as_micros() as u64,
+            run_us = o.run.as_micros() as u64,
+            inline = o.inline,
+            total_us = total.as_micros() as u64,
+            "ran"
+        ),
+        Err(e) => {
+            tracing::debug!(outcome = e.code.name(), total_us = total.as_micros() as u64, "failed: {}", e.message)
+        }
+    }
 }

@@ -19,7 +19,6 @@ use crate::core::{BatchingParameters, Executor};
 use crate::error::{Code, ServingError};
 use crate::model::{ModelRegistry, Servable, ServableState};
 use crate::proto::tensorflow::serving as pb;
-use crate::tensor::proto::DecodeLimits;
 
 /// How the manager polls, retries and warms up; named after TF Serving's flags.
 #[derive(Clone, Debug)]
@@ -38,25 +37,15 @@ pub struct ManagerOptions {
     pub allow_labels_for_unavailable: bool,
     /// `--enable_model_warmup`: replay `assets.extra/tf_serving_warmup_requests` before AVAILABLE.
     pub enable_warmup: bool,
-    /// Limits for decoding warmup tensors.
-    pub decode_limits: DecodeLimits,
+    /// Warmup runs its requests with the front ends' settings and checks.
+    pub serving: crate::serving::ServingOptions,
     /// How long an unloading version waits for its in-flight requests before it is let go.
     pub drain_timeout: Duration,
 }
 
 impl Default for ManagerOptions {
     fn default() -> Self {
-        ManagerOptions {
-            file_system_poll: Duration::from_secs(1),
-            config_file: None,
-            config_file_poll: Duration::ZERO,
-            max_load_retries: 5,
-            load_retry_interval: Duration::from_secs(60),
-            allow_labels_for_unavailable: false,
-            enable_warmup: true,
-            decode_limits: DecodeLimits::default(),
-            drain_timeout: Duration::from_secs(30),
-        }
+        crate::config::ServerConfig::default().manager
     }
 }
 
@@ -425,7 +414,7 @@ impl ModelManager {
         if self.options.enable_warmup {
             if let Some(file) = warmup::warmup_file(dir) {
                 let servable = Servable::new(name, version, &runtime);
-                let report = warmup::replay(&servable, &file, &self.options.decode_limits)?;
+                let report = warmup::replay(&servable, &file, &self.options.serving)?;
                 tracing::info!(
                     model = name,
                     version,

@@ -10,7 +10,8 @@ use prost::Message;
 use crate::error::ServingError;
 use crate::model::Servable;
 use crate::proto::tensorflow::serving as pb;
-use crate::tensor::proto::{decode, DecodeLimits};
+use crate::serving::ServingOptions;
+use crate::tensor::proto::decode;
 
 /// Where TF Serving looks for warmup data inside a version directory.
 pub const WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_requests";
@@ -96,7 +97,7 @@ pub fn warmup_file(version_dir: &Path) -> Option<PathBuf> {
 }
 
 /// Replays every record of `file` on `servable`; any failure fails the load, as in TF Serving.
-pub fn replay(servable: &Servable, file: &Path, limits: &DecodeLimits) -> Result<WarmupReport, ServingError> {
+pub fn replay(servable: &Servable, file: &Path, options: &ServingOptions) -> Result<WarmupReport, ServingError> {
     let fail = |detail: String| ServingError::invalid_argument(format!("warmup {}: {detail}", file.display()));
     let bytes = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
     let start = Instant::now();
@@ -109,12 +110,12 @@ pub fn replay(servable: &Servable, file: &Path, limits: &DecodeLimits) -> Result
             return Err(fail(format!("Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS})")));
         }
         let log = pb::PredictionLog::decode(record).map_err(|e| fail(format!("record {}: {e}", records - 1)))?;
-        run_one(servable, log, limits).map_err(|e| fail(format!("record {}: {}", records - 1, e.message)))?;
+        run_one(servable, log, options).map_err(|e| fail(format!("record {}: {}", records - 1, e.message)))?;
     }
     Ok(WarmupReport { records, elapsed: start.elapsed() })
 }
 
-fn run_one(servable: &Servable, log: pb::PredictionLog, limits: &DecodeLimits) -> Result<(), ServingError> {
+fn run_one(servable: &Servable, log: pb::PredictionLog, options: &ServingOptions) -> Result<(), ServingError> {
     use pb::prediction_log::LogType;
     match log.log_type {
         Some(LogType::PredictLog(p)) => {
@@ -126,10 +127,11 @@ fn run_one(servable: &Servable, log: pb::PredictionLog, limits: &DecodeLimits) -
                 request.inputs,
                 &request.output_filter,
                 |alias, t| {
-                    decode(t, limits)
+                    decode(t, &options.decode_limits)
                         .map_err(|e| ServingError::new(e.code, format!("tensor parsing error: {alias} ({})", e.detail)))
                 },
             )?;
+            crate::serving::check_predict_method(options, call.signature)?;
             let job = crate::core::Job {
                 signature: call.signature_name.to_string(),
                 inputs: call.inputs,
@@ -139,10 +141,7 @@ fn run_one(servable: &Servable, log: pb::PredictionLog, limits: &DecodeLimits) -
             };
             servable.runtime.run_here(job).map(drop)
         }
-        Some(_) => {
-            let options = crate::serving::ServingOptions { decode_limits: *limits, ..Default::default() };
-            crate::api::tfs::inference::run_log_blocking(servable, &log, &options)
-        }
+        Some(_) => crate::api::tfs::inference::run_log_blocking(servable, &log, options),
         None => Err(ServingError::invalid_argument("PredictionLog has no log_type")),
     }
 }

@@ -2,20 +2,17 @@
 //! ends keep-alive connections left idle that long) and graceful shutdown.
 
 use std::future::Future;
-use std::io;
 use std::time::Duration;
 
+use super::listener::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::mpsc;
-
-use super::listener::Conn;
 
 /// Serves `app` on the connections `incoming` yields until `stop` completes, then lets open
 /// requests finish (the caller bounds how long) and closes idle connections at once.
 pub async fn serve(
-    mut incoming: mpsc::Receiver<io::Result<Conn>>,
+    mut incoming: Incoming,
     app: axum::Router,
     header_read_timeout: Duration,
     stop: impl Future<Output = ()>,
@@ -32,7 +29,14 @@ pub async fn serve(
             _ = &mut stop => break,
             conn = incoming.recv() => conn,
         };
-        let Some(Ok(conn)) = conn else { break };
+        let conn = match conn {
+            Some(Ok(conn)) => conn,
+            Some(Err(e)) => {
+                tracing::debug!("REST: cannot take over a connection: {e}");
+                continue;
+            }
+            None => break,
+        };
         let peer = conn.peer();
         let connection =
             graceful.watch(builder.serve_connection(TokioIo::new(conn), TowerToHyperService::new(app.clone())));

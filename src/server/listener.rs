@@ -6,6 +6,7 @@ use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ pub struct ConnectionLimits {
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        ConnectionLimits { max_connections: default_max_connections(), handshake_timeout: Duration::from_secs(10) }
+        crate::config::ServerConfig::default().serve.limits.connections
     }
 }
 
@@ -82,14 +83,77 @@ pub enum Refuse {
 
 const HTTP_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 56\r\n\r\n{ \"error\": \"too many connections open, try again later\" }";
 
-/// Accepts on `listener` within `limits`, yielding connections until the receiver is dropped.
-pub fn accept(
-    listener: TcpListener,
-    limits: ConnectionLimits,
-    port: &'static str,
-    refuse: Refuse,
-) -> mpsc::Receiver<io::Result<Conn>> {
+/// One worker's share of a port: where its connections go and how many it holds open.
+#[derive(Clone, Debug)]
+pub struct Sink {
+    tx: mpsc::Sender<Accepted>,
+    open: Arc<AtomicUsize>,
+}
+
+/// The receiving end of a [`Sink`]: the connections one worker serves, turned into [`Conn`]s on
+/// the worker's own runtime.
+#[derive(Debug)]
+pub struct Incoming {
+    rx: mpsc::Receiver<Accepted>,
+    handshake: Duration,
+}
+
+/// A worker's sink and incoming connections for one port.
+pub fn channel(limits: ConnectionLimits) -> (Sink, Incoming) {
     let (tx, rx) = mpsc::channel(16);
+    (Sink { tx, open: Arc::new(AtomicUsize::new(0)) }, Incoming { rx, handshake: limits.handshake_timeout })
+}
+
+impl Incoming {
+    /// The next connection, registered with the runtime this is called on; `None` once the
+    /// acceptor stopped.
+    pub async fn recv(&mut self) -> Option<io::Result<Conn>> {
+        let accepted = self.rx.recv().await?;
+        Some(accepted.into_conn(self.handshake))
+    }
+
+    /// As a stream, for tonic's `serve_with_incoming_shutdown`.
+    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<Conn>> + Send + 'static {
+        let handshake = self.handshake;
+        tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(self.rx), move |a| {
+            a.into_conn(handshake)
+        })
+    }
+}
+
+/// A connection accepted by one runtime and not yet registered with its worker's reactor.
+#[derive(Debug)]
+struct Accepted {
+    tcp: std::net::TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    held: Held,
+}
+
+impl Accepted {
+    fn into_conn(self, handshake: Duration) -> io::Result<Conn> {
+        let tcp = TcpStream::from_std(self.tcp)?;
+        let first_byte = (!handshake.is_zero()).then(|| Box::pin(tokio::time::sleep(handshake)));
+        Ok(Conn { tcp, peer: self.peer, _slot: self.slot, _held: self.held, first_byte })
+    }
+}
+
+/// Counts a connection against its worker while it is open.
+#[derive(Debug)]
+struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts on `listener` within `limits` and hands each connection to the worker in `sinks`
+/// holding the fewest, until every worker has stopped.
+///
+/// One acceptor rather than one SO_REUSEPORT listener per worker: the kernel's hash can put
+/// three of four connections on one core; counting open connections cannot.
+pub fn accept(listener: TcpListener, limits: ConnectionLimits, port: &'static str, refuse: Refuse, sinks: Vec<Sink>) {
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::spawn(async move {
         let mut last_warning: Option<Instant> = None;
@@ -100,29 +164,51 @@ pub fn accept(
                 last_warning = Some(Instant::now());
             }
         };
+        let all_stopped = async {
+            for sink in &sinks {
+                sink.tx.closed().await;
+            }
+        };
+        let mut all_stopped = std::pin::pin!(all_stopped);
+        let mut next = 0usize;
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                _ = tx.closed() => break,
+                _ = &mut all_stopped => break,
             };
             match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    match open.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            if tx.send(Ok(Conn::new(tcp, peer, permit, limits.handshake_timeout))).await.is_err() {
-                                break;
-                            }
+                    let Ok(slot) = open.clone().try_acquire_owned() else {
+                        warn(format!(
+                            "refusing connection from {peer}: {} connections are open, the limit (--max_connections)",
+                            limits.max_connections
+                        ));
+                        if let Refuse::Http503 = refuse {
+                            let _ = tcp.try_write(HTTP_503);
                         }
-                        Err(_) => {
-                            warn(format!(
-                                "refusing connection from {peer}: {} connections are open, the limit (--max_connections)",
-                                limits.max_connections
-                            ));
-                            if let Refuse::Http503 = refuse {
-                                let _ = tcp.try_write(HTTP_503);
-                            }
+                        continue;
+                    };
+                    let tcp = match tcp.into_std() {
+                        Ok(tcp) => tcp,
+                        Err(e) => {
+                            tracing::debug!("{port}: cannot hand over the connection from {peer}: {e}");
+                            continue;
                         }
+                    };
+                    // Ties rotate, so an idle server spreads its first connections too.
+                    next = next.wrapping_add(1);
+                    let Some(sink) = (0..sinks.len())
+                        .map(|i| &sinks[(next + i) % sinks.len()])
+                        .filter(|s| !s.tx.is_closed())
+                        .min_by_key(|s| s.open.load(Ordering::Relaxed))
+                    else {
+                        break;
+                    };
+                    sink.open.fetch_add(1, Ordering::Relaxed);
+                    let accepted = Accepted { tcp, peer, slot, held: Held(sink.open.clone()) };
+                    if sink.tx.send(accepted).await.is_err() && sinks.iter().all(|s| s.tx.is_closed()) {
+                        break;
                     }
                 }
                 Err(e) if is_resource_error(&e) => {
@@ -135,7 +221,6 @@ pub fn accept(
             }
         }
     });
-    rx
 }
 
 fn is_resource_error(e: &io::Error) -> bool {
@@ -153,16 +238,12 @@ pub struct Conn {
     tcp: TcpStream,
     peer: SocketAddr,
     _slot: OwnedSemaphorePermit,
+    _held: Held,
     /// Until the first byte arrives.
     first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Conn {
-    fn new(tcp: TcpStream, peer: SocketAddr, slot: OwnedSemaphorePermit, handshake: Duration) -> Conn {
-        let first_byte = (!handshake.is_zero()).then(|| Box::pin(tokio::time::sleep(handshake)));
-        Conn { tcp, peer, _slot: slot, first_byte }
-    }
-
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
@@ -219,5 +300,38 @@ impl tonic::transport::server::Connected for Conn {
             local_addr: self.tcp.local_addr().ok(),
             remote_addr: Some(self.peer),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_go_to_the_worker_holding_the_fewest() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ConnectionLimits { max_connections: 100, handshake_timeout: Duration::ZERO };
+        let (a, mut first) = channel(limits);
+        let (b, mut second) = channel(limits);
+        accept(listener, limits, "test", Refuse::Close, vec![a, b]);
+        let mut clients = Vec::new();
+        let (mut held_first, mut held_second) = (Vec::new(), Vec::new());
+        for _ in 0..4 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            tokio::select! {
+                Some(c) = first.recv() => held_first.push(c.unwrap()),
+                Some(c) = second.recv() => held_second.push(c.unwrap()),
+            }
+        }
+        assert_eq!((held_first.len(), held_second.len()), (2, 2));
+        // A worker whose connections closed gets the next ones.
+        held_first.clear();
+        for _ in 0..2 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            let c = tokio::time::timeout(Duration::from_secs(5), first.recv()).await.unwrap().unwrap().unwrap();
+            held_first.push(c);
+        }
+        assert_eq!(held_first.len(), 2);
     }
 }

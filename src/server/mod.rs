@@ -20,7 +20,7 @@ use crate::api::grpc::{GrpcApi, ModelServiceServer, PredictionServiceServer};
 use crate::model::ModelRegistry;
 use crate::serving::{ServingCore, ServingOptions};
 use guard::{GuardState, Guarded};
-use listener::{ConnectionLimits, Refuse};
+use listener::{ConnectionLimits, Incoming, Refuse};
 
 /// Health names TF Serving registers (short) plus the full service names.
 pub const HEALTH_SERVICE_NAMES: [&str; 4] =
@@ -51,13 +51,7 @@ pub struct TransportLimits {
 
 impl Default for TransportLimits {
     fn default() -> Self {
-        TransportLimits {
-            connections: ConnectionLimits::default(),
-            rest_header_read_timeout: Duration::from_secs(30),
-            grpc_max_concurrent_streams: 256,
-            drain: Duration::from_secs(5),
-            grace: Duration::from_secs(10),
-        }
+        crate::config::ServerConfig::default().serve.limits
     }
 }
 
@@ -80,20 +74,14 @@ pub struct ServeConfig {
     pub serving: ServingOptions,
     /// Connection limits and the shutdown schedule.
     pub limits: TransportLimits,
+    /// Single-threaded runtimes serving connections (`--grpc_runtime_threads`); 0 = the caller's.
+    pub runtime_threads: usize,
 }
 
 impl Default for ServeConfig {
+    /// `tensorserve` with no flags, but on the caller's runtime and without the demo's REST port.
     fn default() -> Self {
-        ServeConfig {
-            grpc_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8500))),
-            grpc_socket_path: None,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            manager: None,
-            rest_addr: None,
-            rest: crate::api::rest::RestOptions::default(),
-            serving: ServingOptions::default(),
-            limits: TransportLimits::default(),
-        }
+        ServeConfig { rest_addr: None, runtime_threads: 0, ..crate::config::ServerConfig::default().serve }
     }
 }
 
@@ -208,9 +196,14 @@ impl GrpcServices {
 
     /// Serves on a bound TCP listener until `shutdown` completes, within the connection limits.
     pub async fn serve_tcp(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
-        let accepted = listener::accept(listener, self.limits.connections, "gRPC", Refuse::Close);
-        let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted);
-        self.router()?.serve_with_incoming_shutdown(incoming, shutdown).await?;
+        let (sink, incoming) = listener::channel(self.limits.connections);
+        listener::accept(listener, self.limits.connections, "gRPC", Refuse::Close, vec![sink]);
+        self.serve_incoming(incoming, shutdown).await
+    }
+
+    /// Serves the connections an acceptor hands this worker until `shutdown` completes.
+    pub async fn serve_incoming(&self, incoming: Incoming, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
+        self.router()?.serve_with_incoming_shutdown(incoming.into_stream(), shutdown).await?;
         Ok(())
     }
 
@@ -242,126 +235,6 @@ pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseport(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
-}
-
-/// Serves like [`serve`], but on `threads` single-threaded runtimes, one listener each (SO_REUSEPORT).
-///
-/// The kernel spreads connections over the threads and each connection stays on
-/// one thread: no work stealing, no cross-thread wake-ups, less CPU per request.
-/// One connection then uses one core, so `serve` (work-stealing) suits few clients better.
-#[cfg(unix)]
-pub fn serve_per_core(
-    registry: Arc<ModelRegistry>,
-    config: ServeConfig,
-    threads: usize,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), BoxError> {
-    let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let core = Arc::new(ServingCore::new(registry, config.serving.clone()));
-    let limits = config.limits;
-    let services = control.block_on(GrpcServices::with_limits(
-        core.clone(),
-        config.max_message_size,
-        config.manager.clone(),
-        limits,
-    ))?;
-    let mut rest_listener = match config.rest_addr {
-        Some(addr) => {
-            let l = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot bind REST port {addr}: {e}"))?;
-            l.set_nonblocking(true)?;
-            tracing::info!("REST (TF Serving REST API, KServe V1) on {}", l.local_addr()?);
-            Some((l, crate::api::rest::router(core.clone(), config.rest.clone())))
-        }
-        None => None,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let threads = threads.max(1);
-    // Bind every listener before serving, so a port clash fails start-up.
-    let mut listeners = Vec::new();
-    if let Some(addr) = config.grpc_addr {
-        let first = control
-            .block_on(async { bind_reuseport(addr) })
-            .map_err(|e| format!("cannot bind gRPC port {addr}: {e}"))?;
-        let bound = first.local_addr()?;
-        listeners.push(Some(first.into_std()?));
-        for _ in 1..threads {
-            let l = control.block_on(async { bind_reuseport(bound) })?;
-            listeners.push(Some(l.into_std()?));
-        }
-        tracing::info!("gRPC (PredictionService, ModelService, health, reflection) on {bound}, {threads} threads");
-    } else {
-        listeners.resize_with(threads, || None);
-    }
-    // Each thread reports when it is done, so the wait can end at the grace deadline.
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<Result<(), BoxError>>();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let services = services.clone();
-        let rx = stop_rx.clone();
-        let socket_path = if i == 0 { config.grpc_socket_path.clone() } else { None };
-        let rest = if i == 0 { rest_listener.take() } else { None };
-        let done = done_tx.clone();
-        std::thread::Builder::new().name(format!("grpc-{i}")).spawn(move || {
-            let run = || -> Result<(), BoxError> {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                rt.block_on(async move {
-                    let stop = || {
-                        let mut rx = rx.clone();
-                        async move {
-                            let _ = rx.wait_for(|v| *v).await;
-                        }
-                    };
-                    let tcp = async {
-                        match listener {
-                            Some(l) => services.serve_tcp(TcpListener::from_std(l)?, stop()).await,
-                            None => Ok(()),
-                        }
-                    };
-                    let uds = async {
-                        match &socket_path {
-                            Some(path) => {
-                                tracing::info!("gRPC on unix socket {}", path.display());
-                                services.serve_unix(path, stop()).await
-                            }
-                            None => Ok(()),
-                        }
-                    };
-                    let http = async {
-                        if let Some((l, app)) = rest {
-                            serve_rest(TcpListener::from_std(l)?, app, limits, stop()).await;
-                        }
-                        Ok::<(), BoxError>(())
-                    };
-                    let (a, b, c) = tokio::join!(tcp, uds, http);
-                    a.and(b).and(c)
-                })
-            };
-            let _ = done.send(run());
-        })?;
-    }
-    drop(done_tx);
-    let deadline = control.block_on(drain_then_stop(shutdown, &services, &core, limits, stop_tx));
-    let mut result = Ok(());
-    for _ in 0..threads {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match done_rx.recv_timeout(left) {
-            Ok(Err(e)) => result = Err(e),
-            Ok(Ok(())) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                tracing::warn!(
-                    "connections still open after the grace period (--shutdown_grace_seconds): exiting anyway"
-                );
-                break;
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                result = Err("a gRPC thread panicked".into());
-                break;
-            }
-        }
-    }
-    if let Some(path) = &config.grpc_socket_path {
-        let _ = std::fs::remove_file(path);
-    }
-    result
 }
 
 /// Waits for `shutdown`, turns health NOT_SERVING, serves on for the drain period, then tells
@@ -407,8 +280,9 @@ pub async fn serve_rest(
     limits: TransportLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let accepted = listener::accept(listener, limits.connections, "REST", Refuse::Http503);
-    http1::serve(accepted, app, limits.rest_header_read_timeout, shutdown).await
+    let (sink, incoming) = listener::channel(limits.connections);
+    listener::accept(listener, limits.connections, "REST", Refuse::Http503, vec![sink]);
+    http1::serve(incoming, app, limits.rest_header_read_timeout, shutdown).await
 }
 
 /// Resolves when the process gets Ctrl-C or SIGTERM.
@@ -435,6 +309,11 @@ pub async fn shutdown_signal() {
 
 /// Serves `registry` as `config` says until `shutdown` completes, then drains and stops
 /// within the configured deadlines (see [`TransportLimits`]).
+///
+/// The caller's runtime accepts connections and runs the shutdown schedule. Connections are
+/// served on `config.runtime_threads` single-threaded runtimes (0 = on the caller's runtime),
+/// each new one by the worker holding the fewest: no work stealing or cross-thread wake-ups on
+/// the request path, while model runs too slow for the reactor go to the blocking pool.
 pub async fn serve(
     registry: Arc<ModelRegistry>,
     config: ServeConfig,
@@ -444,36 +323,65 @@ pub async fn serve(
     let limits = config.limits;
     let services =
         GrpcServices::with_limits(core.clone(), config.max_message_size, config.manager.clone(), limits).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
-        }
+    // Bind every port before serving, so a port clash fails start-up.
+    let grpc = match config.grpc_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| format!("cannot bind gRPC port {addr}: {e}"))?),
+        None => None,
     };
-    let mut tasks = tokio::task::JoinSet::new();
-    if let Some(addr) = config.grpc_addr {
-        let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot bind gRPC port {addr}: {e}"))?;
-        tracing::info!("gRPC (PredictionService, ModelService, health, reflection) on {}", listener.local_addr()?);
-        let (s, stop) = (services.clone(), stop());
-        tasks.spawn(async move { s.serve_tcp(listener, stop).await });
+    let rest = match config.rest_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| format!("cannot bind REST port {addr}: {e}"))?),
+        None => None,
+    };
+    let threads = config.runtime_threads;
+    let workers = threads.max(1);
+    let (grpc_sinks, grpc_incoming): (Vec<_>, Vec<_>) =
+        (0..workers).map(|_| listener::channel(limits.connections)).unzip();
+    let (rest_sinks, rest_incoming): (Vec<_>, Vec<_>) =
+        (0..workers).map(|_| listener::channel(limits.connections)).unzip();
+    let on = if threads == 0 { "the caller's runtime".to_string() } else { format!("{threads} threads") };
+    if let Some(l) = grpc {
+        tracing::info!("gRPC (PredictionService, ModelService, health, reflection) on {}, {on}", l.local_addr()?);
+        listener::accept(l, limits.connections, "gRPC", Refuse::Close, grpc_sinks);
     }
-    #[cfg(unix)]
-    if let Some(path) = config.grpc_socket_path.clone() {
+    let rest_app = match rest {
+        Some(l) => {
+            tracing::info!("REST (TF Serving REST API, KServe V1) on {}, {on}", l.local_addr()?);
+            listener::accept(l, limits.connections, "REST", Refuse::Http503, rest_sinks);
+            Some(crate::api::rest::router(core.clone(), config.rest.clone()))
+        }
+        None => None,
+    };
+    if let Some(path) = &config.grpc_socket_path {
         tracing::info!("gRPC on unix socket {}", path.display());
-        let (s, stop) = (services.clone(), stop());
-        tasks.spawn(async move { s.serve_unix(&path, stop).await });
     }
-    if let Some(addr) = config.rest_addr {
-        let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot bind REST port {addr}: {e}"))?;
-        tracing::info!("REST (TF Serving REST API, KServe V1) on {}", listener.local_addr()?);
-        let stop = stop();
-        let app = crate::api::rest::router(core.clone(), config.rest.clone());
-        tasks.spawn(async move {
-            serve_rest(listener, app, limits, stop).await;
-            Ok(())
-        });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), BoxError>>();
+    for (i, (grpc, rest)) in grpc_incoming.into_iter().zip(rest_incoming).enumerate() {
+        let worker = Worker {
+            services: services.clone(),
+            grpc: config.grpc_addr.map(|_| grpc),
+            rest: rest_app.clone().map(|app| (rest, app)),
+            // The Unix socket has one listener, so one worker serves it.
+            uds: if i == 0 { config.grpc_socket_path.clone() } else { None },
+            limits,
+            stop: stop_rx.clone(),
+        };
+        let done = done_tx.clone();
+        if threads == 0 {
+            tokio::spawn(async move {
+                let _ = done.send(worker.run().await);
+            });
+        } else {
+            std::thread::Builder::new().name(format!("serve-{i}")).spawn(move || {
+                let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(worker.run()),
+                    Err(e) => Err(e.into()),
+                };
+                let _ = done.send(result);
+            })?;
+        }
     }
+    drop(done_tx);
     let (deadline_tx, deadline_rx) = tokio::sync::oneshot::channel();
     let (services_for_stop, core_for_stop) = (services.clone(), core.clone());
     tokio::spawn(async move {
@@ -486,10 +394,15 @@ pub async fn serve(
             Err(_) => std::future::pending().await,
         }
     });
+    let mut result = Ok(());
     loop {
         tokio::select! {
-            next = tasks.join_next() => match next {
-                Some(result) => result??,
+            next = done_rx.recv() => match next {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    result = Err(e);
+                    break;
+                }
                 None => break,
             },
             _ = &mut deadline => {
@@ -501,5 +414,49 @@ pub async fn serve(
     if let Some(path) = &config.grpc_socket_path {
         let _ = std::fs::remove_file(path);
     }
-    Ok(())
+    result
+}
+
+/// What one serving runtime serves: its share of the gRPC and REST connections, and the Unix
+/// socket on the first.
+struct Worker {
+    services: GrpcServices,
+    grpc: Option<Incoming>,
+    rest: Option<(Incoming, axum::Router)>,
+    uds: Option<PathBuf>,
+    limits: TransportLimits,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Worker {
+    async fn run(self) -> Result<(), BoxError> {
+        let Worker { services, grpc, rest, uds, limits, stop } = self;
+        let stopped = || {
+            let mut rx = stop.clone();
+            async move {
+                let _ = rx.wait_for(|v| *v).await;
+            }
+        };
+        let tcp = async {
+            match grpc {
+                Some(incoming) => services.serve_incoming(incoming, stopped()).await,
+                None => Ok(()),
+            }
+        };
+        let unix = async {
+            match &uds {
+                #[cfg(unix)]
+                Some(path) => services.serve_unix(path, stopped()).await,
+                _ => Ok(()),
+            }
+        };
+        let http = async {
+            if let Some((incoming, app)) = rest {
+                http1::serve(incoming, app, limits.rest_header_read_timeout, stopped()).await;
+            }
+            Ok::<(), BoxError>(())
+        };
+        let (a, b, c) = tokio::join!(tcp, unix, http);
+        a.and(b).and(c)
+    }
 }
