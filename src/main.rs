@@ -85,8 +85,12 @@ fn run() -> Result<(), server::BoxError> {
         "connection limit per port (--max_connections)"
     );
     let serve = ServeConfig { manager: Some(manager), ..config.serve };
-    // The main thread accepts and runs the shutdown schedule; the serving threads do the rest.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // With serving threads, the main thread only accepts and runs the shutdown schedule.
+    let runtime = if serve.runtime_threads > 0 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        server::runtime()?
+    };
     runtime.block_on(server::serve(registry, serve, server::shutdown_signal()))?;
     // A model run still going on the blocking pool must not hold the exit past the grace period.
     runtime.shutdown_timeout(Duration::from_millis(200));
