@@ -246,7 +246,7 @@ pub struct ServerConfig {
     pub serve: ServeConfig,
 }
 
-/// The options behind a bad flag combination or value.
+/// Why the flags were refused, worded for the command line.
 pub type ConfigError = String;
 
 impl ServerConfig {

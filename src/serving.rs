@@ -115,24 +115,7 @@ impl ServingCore {
         self.registry.resolve(name, choice)
     }
 
-    /// Checks a Predict request against the signature; see [`prepare_predict`].
-    /// `--enable_signature_method_name_check`: Predict serves only the three TF Serving methods.
-    pub fn check_predict_method(options: &ServingOptions, signature: &Signature) -> Result<(), ServingError> {
-        let method = signature.method_name.as_str();
-        if options.signature_method_name_check
-            && ![PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME].contains(&method)
-        {
-            return Err(ServingError::internal(format!(
-            "Expected prediction signature method_name to be one of {{{PREDICT_METHOD_NAME}, {CLASSIFY_METHOD_NAME}, {REGRESS_METHOD_NAME}}}. Was: {method}"
-        )));
-        }
-        Ok(())
-    }
-
-    /// Checks a Predict request's input names and output filter against the signature.
-    ///
-    /// `decode` turns one request input into a tensor and is called in TF Serving's
-    /// order (sorted by alias), so its errors surface as TF Serving's would.
+    /// Checks a Predict request against the signature and the method-name flag; see [`prepare_predict`].
     pub fn prepare_predict<'a, R>(
         &self,
         servable: &'a Servable,

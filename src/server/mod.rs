@@ -79,9 +79,9 @@ pub struct ServeConfig {
 }
 
 impl Default for ServeConfig {
-    /// `tensorserve` with no flags, but on the caller's runtime and without the demo's REST port.
+    /// `tensorserve` with no flags, without the demo's REST port.
     fn default() -> Self {
-        ServeConfig { rest_addr: None, runtime_threads: 0, ..crate::config::ServerConfig::default().serve }
+        ServeConfig { rest_addr: None, ..crate::config::ServerConfig::default().serve }
     }
 }
 
