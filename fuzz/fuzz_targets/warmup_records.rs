@@ -42,9 +42,9 @@ fn model_name(log: &pb::PredictionLog) -> Option<&str> {
     spec.map(|s| s.name.as_str())
 }
 
-/// The target's one call of `warmup::replay` (it takes the decode limits).
+/// The target's one call of `warmup::replay` (it takes the front ends' serving options).
 fn replay_file(servable: &Servable) {
-    let report = replay(servable, file(), &tensorserve_fuzz::decode_limits());
+    let report = replay(servable, file(), &tensorserve_fuzz::serving_options(false));
     tensorserve_fuzz::debug(|| format!("{} v{}: {report:?}", servable.name, servable.version));
 }
 
