@@ -72,24 +72,70 @@ impl Code {
     }
 }
 
-/// Why a request was turned away before it ran, where HTTP tells the cases apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// The request alone is past a per-request limit (HTTP 413).
+/// What went wrong, in the terms every protocol's errors are told apart by.
+///
+/// The [`Code`] is TensorFlow's and goes on TF Serving's gRPC wire as it is; HTTP front ends
+/// and protocols with their own error sets (KServe, Triton) map the kind instead, because one
+/// code covers cases they answer differently (RESOURCE_EXHAUSTED is 413 for one oversized
+/// request and 503 for a full server).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is wrong whatever the server's state: bad shape, dtype, JSON, signature.
+    InvalidInput,
+    /// No such model, version or label.
+    ModelNotFound,
+    /// The model exists but cannot answer now (loading, unloading, its batcher stopped).
+    ModelNotReady,
+    /// This request alone is past a per-request limit; sending it again will not help.
     TooLarge,
-    /// The server is at a limit shared by every request; retrying later may work (HTTP 503).
+    /// A limit shared by every request is reached (queue, run slots, memory); retry later.
     Overloaded,
+    /// A resource limit of no more specific kind.
+    LimitExceeded,
+    /// The request's deadline passed before it was answered.
+    DeadlineExceeded,
+    /// The client went away or cancelled.
+    Cancelled,
+    /// The server does not offer what was asked.
+    Unsupported,
+    /// What the request creates exists already, or it conflicts with another.
+    Conflict,
+    /// The caller may not do this.
+    PermissionDenied,
+    /// The caller has no valid credentials.
+    Unauthenticated,
+    /// The server or the engine failed.
+    Internal,
 }
 
-/// A failed request or load: a canonical code and a message meant for the client.
+impl ErrorKind {
+    /// The kind an error of `code` has unless its maker says more.
+    pub fn of(code: Code) -> ErrorKind {
+        match code {
+            Code::Ok | Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => ErrorKind::InvalidInput,
+            Code::NotFound => ErrorKind::ModelNotFound,
+            Code::Unavailable => ErrorKind::ModelNotReady,
+            Code::ResourceExhausted => ErrorKind::LimitExceeded,
+            Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+            Code::Cancelled => ErrorKind::Cancelled,
+            Code::Unimplemented => ErrorKind::Unsupported,
+            Code::AlreadyExists | Code::Aborted => ErrorKind::Conflict,
+            Code::PermissionDenied => ErrorKind::PermissionDenied,
+            Code::Unauthenticated => ErrorKind::Unauthenticated,
+            Code::Unknown | Code::Internal | Code::DataLoss => ErrorKind::Internal,
+        }
+    }
+}
+
+/// A failed request or load: a canonical code, its kind and a message meant for the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServingError {
-    /// The canonical code; front ends map it to a gRPC code or HTTP status.
+    /// The canonical code; TF Serving's gRPC front end sends it as it is.
     pub code: Code,
     /// The message, worded like TF Serving's where it has one.
     pub message: String,
-    /// Set when a limit turned the request away.
-    pub refusal: Option<Refusal>,
+    /// What went wrong; the other front ends map this to their wire.
+    pub kind: ErrorKind,
 }
 
 /// TF Serving cuts longer error messages, so clients never receive huge trailers.
@@ -98,11 +144,11 @@ pub const MAX_ERROR_MESSAGE_LEN: usize = 1024;
 impl ServingError {
     /// An error with `code` and `message`.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        ServingError { code, message: message.into(), refusal: None }
+        ServingError { code, message: message.into(), kind: ErrorKind::of(code) }
     }
-    /// The same error, marked as a refusal of `kind`.
-    pub fn with_refusal(mut self, kind: Refusal) -> Self {
-        self.refusal = Some(kind);
+    /// The same error, of `kind` rather than its code's.
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
         self
     }
     /// INVALID_ARGUMENT: the request itself is wrong.

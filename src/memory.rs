@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::error::{Refusal, ServingError};
+use crate::error::{ErrorKind, ServingError};
 
 /// The two memory limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +124,7 @@ impl RequestBudget {
                 what(),
                 limits.per_request
             ))
-            .with_refusal(Refusal::TooLarge));
+            .with_kind(ErrorKind::TooLarge));
         }
         let before = self.pool.used.fetch_add(bytes, Ordering::Relaxed);
         if before.saturating_add(bytes) > limits.in_flight {
@@ -134,7 +134,7 @@ impl RequestBudget {
                 limits.in_flight,
                 what()
             ))
-            .with_refusal(Refusal::Overloaded));
+            .with_kind(ErrorKind::Overloaded));
         }
         self.held.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
@@ -175,11 +175,11 @@ mod tests {
         a.charge(60, || "x".into()).unwrap();
         let e = a.charge(41, || "the typed fill of input x".into()).unwrap_err();
         assert_eq!(e.code, crate::Code::ResourceExhausted);
-        assert_eq!(e.refusal, Some(Refusal::TooLarge));
+        assert_eq!(e.kind, ErrorKind::TooLarge);
         assert!(e.message.contains("per-request memory budget of 100 bytes"), "{}", e.message);
         assert!(e.message.starts_with("the typed fill of input x needs 41 bytes"), "{}", e.message);
         let b = pool.budget();
-        assert_eq!(b.charge(91, || "y".into()).unwrap_err().refusal, Some(Refusal::Overloaded));
+        assert_eq!(b.charge(91, || "y".into()).unwrap_err().kind, ErrorKind::Overloaded);
         assert_eq!(pool.in_use(), 60);
         b.charge(80, || "y".into()).unwrap();
         a.release(10);

@@ -17,6 +17,11 @@ pub mod tensorflow {
     }
 }
 
+/// Package `tensorserve`: tensorserve's own files (no upstream schema).
+pub mod tensorserve {
+    tonic::include_proto!("tensorserve");
+}
+
 /// Serialized `FileDescriptorSet` of every schema above, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tensorserve_descriptor");
 

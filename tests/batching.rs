@@ -355,6 +355,7 @@ async fn a_model_that_never_returns_only_hurts_its_own_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classify_requests_batch_too() {
     use tensorserve::api::tfs::inference::{run_task, Method, TaskResult};
+    use tensorserve::tensor::example::Examples;
     use tensorserve::proto::tensorflow as tf;
     use tensorserve::proto::tensorflow::serving as pb;
     use tensorserve::serving::CallContext;
@@ -403,7 +404,7 @@ async fn classify_requests_batch_too() {
             let spec = pb::ModelSpec { name: "cls".into(), ..Default::default() };
             let context = CallContext { deadline: None, front_end: "test" };
             let budget = RequestBudget::unlimited();
-            let (result, _) = run_task(&core, &spec, Some(&input), Method::Classify, &budget, context).await.unwrap();
+            let (result, _) = run_task(&core, &spec, Examples::of(Some(&input)), Method::Classify, &budget, context).await.unwrap();
             let TaskResult::Classification(c) = result else { panic!("not a classification") };
             for (j, classes) in c.classifications.iter().enumerate() {
                 let scores: Vec<f32> = classes.classes.iter().map(|c| c.score).collect();
@@ -551,7 +552,7 @@ async fn bundled_models_answer_the_same_batched_and_unbatched() {
 
 #[cfg(any(feature = "tract", feature = "onnxruntime"))]
 #[test]
-fn a_version_directory_can_bring_its_own_batching_parameters() {
+fn a_version_directory_can_bring_its_own_batching_parameters_and_limits() {
     use tensorserve::repository::{config, ManagerOptions, ModelManager};
     let root = std::env::temp_dir().join(format!("tensorserve-batching-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
@@ -568,6 +569,7 @@ fn a_version_directory_can_bring_its_own_batching_parameters() {
         "max_batch_size { value: 16 } batch_timeout_micros { value: 1000 }",
     )
     .unwrap();
+    std::fs::write(root.join("2").join("limits.pbtxt"), "max_concurrent_runs: 1\nmax_queued_requests: 3\n").unwrap();
     let server = params("max_batch_size { value: 32 }");
     let options = ExecutorOptions { batching: Some(server.clone()), per_model_batching: true, ..Default::default() };
     let registry = Arc::new(ModelRegistry::with_executor_options(options));
@@ -580,5 +582,12 @@ fn a_version_directory_can_bring_its_own_batching_parameters() {
     let batching = |v| registry.resolve("hpt", &VersionChoice::Specific(v)).unwrap().runtime.batching().cloned();
     assert_eq!(batching(1), Some(server));
     assert_eq!(batching(2).map(|p| (p.max_batch_size, p.batch_timeout)), Some((16, Duration::from_millis(1))));
+    let limits = |v| {
+        let l = registry.resolve("hpt", &VersionChoice::Specific(v)).unwrap().runtime.limits().clone();
+        (l.max_concurrent_runs, l.max_queued_per_version)
+    };
+    let server = RunLimits::default();
+    assert_eq!(limits(1), (server.max_concurrent_runs, server.max_queued_per_version));
+    assert_eq!(limits(2), (1, 3));
     let _ = std::fs::remove_dir_all(&root);
 }

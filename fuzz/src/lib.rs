@@ -141,7 +141,7 @@ pub fn build_registry() -> ModelRegistry {
     let options = ExecutorOptions { inline_run_threshold: Duration::from_secs(3600), ..ExecutorOptions::default() };
     let registry = ModelRegistry::with_executor_options(options);
     let insert = |name: &str, version: i64, model: Arc<dyn Model>| {
-        let runtime = registry.executor(name, version, model, None);
+        let runtime = registry.executor(name, version, model);
         runtime.stats().seed(Duration::from_nanos(1));
         registry.insert_runtime(name, version, runtime);
     };

@@ -13,6 +13,7 @@ use crate::proto::tensorflow as tf;
 use crate::proto::tensorflow::serving as pb;
 use crate::repository::ModelManager;
 use crate::serving::{CallContext, ServingCore};
+use crate::tensor::example::Examples;
 use crate::tensor::proto::{decode_within, encode, encode_owned, encode_shape_i64};
 
 pub use pb::model_service_server::ModelServiceServer;
@@ -108,7 +109,7 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
         let (result, model_spec) =
-            inference::run_task(&self.core, &spec, request.input.as_ref(), Method::Classify, &budget, grpc(deadline))
+            inference::run_task(&self.core, &spec, Examples::of(request.input.as_ref()), Method::Classify, &budget, grpc(deadline))
                 .await?;
         let TaskResult::Classification(result) = result else {
             return Err(ServingError::internal("classify produced a regression").into());
@@ -125,7 +126,7 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
         let (result, model_spec) =
-            inference::run_task(&self.core, &spec, request.input.as_ref(), Method::Regress, &budget, grpc(deadline))
+            inference::run_task(&self.core, &spec, Examples::of(request.input.as_ref()), Method::Regress, &budget, grpc(deadline))
                 .await?;
         let TaskResult::Regression(result) = result else {
             return Err(ServingError::internal("regress produced a classification").into());

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::api::tfs::inference;
 use crate::api::tfs::model_status;
-use crate::error::{Code, Refusal, ServingError};
+use crate::error::{Code, ErrorKind, ServingError};
 use crate::explain::{explain, ExplainOptions};
 use crate::memory::RequestBudget;
 use crate::model::{ServableState, VersionChoice, DEFAULT_SIGNATURE};
@@ -72,7 +72,7 @@ async fn read_body(
         ServingError::resource_exhausted(format!(
             "the request body is larger than the limit of {limit} bytes (--max_message_size_bytes)"
         ))
-        .with_refusal(Refusal::TooLarge)
+        .with_kind(ErrorKind::TooLarge)
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
@@ -124,21 +124,21 @@ fn value_tree_cost(text: &str) -> usize {
     tokens.saturating_mul(128).saturating_add(text.len())
 }
 
-/// TF Serving's status-code -> HTTP table.
-pub fn http_status(code: Code) -> StatusCode {
-    match code {
-        Code::Ok => StatusCode::OK,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-        Code::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
-        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+/// TF Serving's status-code -> HTTP table, told apart by kind where one code covers several cases.
+pub fn http_status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::ModelNotFound => StatusCode::NOT_FOUND,
+        ErrorKind::ModelNotReady | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
+        ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -148,12 +148,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 
 fn error_response(e: ServingError) -> Response {
     let body = format!("{{ \"error\": {} }}", serde_json::to_string(&e.message).expect("a string serialises"));
-    let status = match e.refusal {
-        Some(Refusal::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
-        Some(Refusal::Overloaded) => StatusCode::SERVICE_UNAVAILABLE,
-        None => http_status(e.code),
-    };
-    json_response(status, body)
+    json_response(http_status(e.kind), body)
 }
 
 /// What a `/v1/models/...` path names.
@@ -434,16 +429,16 @@ async fn classify_or_regress(
         inference::Method::Classify => "classify",
         inference::Method::Regress => "regress",
     };
-    let (signature_name, input) = crate::tensor::example::input_from_json(&value, verb)?;
+    let batch = crate::tensor::example::examples_from_json(&value, verb)?;
     let mut spec = spec_of(target);
-    spec.signature_name = signature_name;
+    spec.signature_name = batch.signature_name.clone();
     let deadline = std::time::Instant::now().checked_add(rest.options.timeout);
     let (result, _) = tokio::time::timeout(
         rest.options.timeout,
         inference::run_task(
             &rest.core,
             &spec,
-            Some(&input),
+            batch.examples(),
             method,
             budget,
             CallContext { deadline, front_end: "rest" },
@@ -616,9 +611,15 @@ mod tests {
 
     #[test]
     fn status_codes_follow_tf_serving() {
-        assert_eq!(http_status(Code::InvalidArgument), StatusCode::BAD_REQUEST);
-        assert_eq!(http_status(Code::Cancelled).as_u16(), 499);
-        assert_eq!(http_status(Code::ResourceExhausted).as_u16(), 429);
-        assert_eq!(http_status(Code::Aborted).as_u16(), 409);
+        let status = |code| http_status(ErrorKind::of(code)).as_u16();
+        assert_eq!(status(Code::InvalidArgument), 400);
+        assert_eq!(status(Code::FailedPrecondition), 400);
+        assert_eq!(status(Code::NotFound), 404);
+        assert_eq!(status(Code::Cancelled), 499);
+        assert_eq!(status(Code::ResourceExhausted), 429);
+        assert_eq!(status(Code::Aborted), 409);
+        assert_eq!(status(Code::Unavailable), 503);
+        let e = ServingError::resource_exhausted("queue").with_kind(ErrorKind::Overloaded);
+        assert_eq!(http_status(e.kind).as_u16(), 503);
     }
 }

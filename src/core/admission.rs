@@ -55,6 +55,11 @@ impl Admission {
         Admission { limits, slots, waiting: AtomicUsize::new(0) }
     }
 
+    /// The limits this version was admitted with.
+    pub fn limits(&self) -> &RunLimits {
+        &self.limits
+    }
+
     /// A run slot, held until the run ends (even if its caller has gone): at once when one is
     /// free, else after waiting in line unless the line is full (RESOURCE_EXHAUSTED) or the
     /// deadline passes first (DEADLINE_EXCEEDED).

@@ -20,11 +20,12 @@ pub const INLINE_MAX_INPUT_BYTES: usize = 256 * 1024;
 pub struct ExecutorOptions {
     /// Models whose runs average below this run inline on the async worker; slower ones go to the blocking pool.
     pub inline_run_threshold: Duration,
-    /// `--enable_batching` with `--batching_parameters_file`: batch every version's requests.
+    /// `--enable_batching` with `--batching_parameters_file`: batch every version's requests
+    /// (a version's `batching_params.pbtxt` replaces it in that version's options).
     pub batching: Option<BatchingParameters>,
     /// `--enable_per_model_batching_parameters`: a version's `batching_params.pbtxt` replaces `batching`.
     pub per_model_batching: bool,
-    /// Admission control of runs on the blocking pool.
+    /// Admission control of runs on the blocking pool (a version's `limits.pbtxt` narrows it).
     pub limits: RunLimits,
 }
 
@@ -112,16 +113,11 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
-    /// An executor for `model`; with batching parameters, its batch threads start now.
-    pub fn new(
-        name: &str,
-        version: i64,
-        model: Arc<dyn Model>,
-        options: &ExecutorOptions,
-        batching: Option<BatchingParameters>,
-    ) -> Arc<Executor> {
+    /// An executor for `model` running as `options` say (the server's, with the version's own
+    /// files applied); with batching parameters, its batch threads start now.
+    pub fn new(name: &str, version: i64, model: Arc<dyn Model>, options: &ExecutorOptions) -> Arc<Executor> {
         let stats = Arc::new(RunStats::default());
-        let batcher = batching.and_then(|params| {
+        let batcher = options.batching.clone().and_then(|params| {
             let label = format!("{name}-{version}");
             Batcher::start(&label, model.clone(), stats.clone(), params)
                 .inspect_err(|e| tracing::error!(model = name, version, "runs unbatched: {}", e.message))
@@ -155,6 +151,11 @@ impl Executor {
     /// The batching parameters, when this version batches.
     pub fn batching(&self) -> Option<&BatchingParameters> {
         self.batcher.as_ref().map(Batcher::params)
+    }
+
+    /// The admission limits of this version's unbatched runs.
+    pub fn limits(&self) -> &RunLimits {
+        self.admission.limits()
     }
 
     /// Runs `job` and returns exactly the outputs it asked for: batched when this version

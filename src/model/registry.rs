@@ -144,15 +144,9 @@ impl ModelRegistry {
         &self.executor_options
     }
 
-    /// An executor for `model` with this registry's options (batching as `batching` says).
-    pub fn executor(
-        &self,
-        name: &str,
-        version: i64,
-        model: Arc<dyn Model>,
-        batching: Option<crate::core::BatchingParameters>,
-    ) -> Arc<Executor> {
-        Executor::new(name, version, model, &self.executor_options, batching)
+    /// An executor for `model` with this registry's options.
+    pub fn executor(&self, name: &str, version: i64, model: Arc<dyn Model>) -> Arc<Executor> {
+        Executor::new(name, version, model, &self.executor_options)
     }
 
     fn update(&self, name: &str, f: impl FnOnce(&mut ModelEntry)) {
@@ -167,7 +161,7 @@ impl ModelRegistry {
 
     /// Adds (or replaces) a version that is ready to serve, batched when the options say so.
     pub fn insert(&self, name: &str, version: i64, model: Arc<dyn Model>) {
-        let runtime = self.executor(name, version, model, self.executor_options.batching.clone());
+        let runtime = self.executor(name, version, model);
         self.insert_runtime(name, version, runtime);
     }
 

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use super::batching::{self, BATCHING_PARAMS_FILE};
 use super::config::{self, ModelConfig};
+use super::limits;
 use super::platform::Platforms;
 use super::warmup;
-use crate::core::{BatchingParameters, Executor};
+use crate::core::{Executor, ExecutorOptions};
 use crate::error::{Code, ServingError};
 use crate::model::{ModelRegistry, Servable, ServableState};
 use crate::proto::tensorflow::serving as pb;
@@ -408,9 +409,9 @@ impl ModelManager {
             .platforms
             .get(platform)
             .ok_or_else(|| ServingError::internal(format!("unknown platform {platform}")))?;
-        let batching = self.batching_for(dir)?;
+        let options = self.executor_options_for(dir)?;
         let model = platform.load(dir)?;
-        let runtime = self.registry.executor(name, version, model, batching);
+        let runtime = Executor::new(name, version, model, &options);
         if self.options.enable_warmup {
             if let Some(file) = warmup::warmup_file(dir) {
                 let servable = Servable::new(name, version, &runtime);
@@ -427,15 +428,19 @@ impl ModelManager {
         Ok(runtime)
     }
 
-    /// The batching a version runs with: its own `batching_params.pbtxt` with
-    /// `--enable_per_model_batching_parameters`, else the server's (`--enable_batching`).
-    fn batching_for(&self, dir: &Path) -> Result<Option<BatchingParameters>, ServingError> {
-        let options = self.registry.executor_options();
+    /// How a version runs: the server's executor options with the version directory's files
+    /// applied (`batching_params.pbtxt` with `--enable_per_model_batching_parameters`, `limits.pbtxt`).
+    fn executor_options_for(&self, dir: &Path) -> Result<ExecutorOptions, ServingError> {
+        let mut options = self.registry.executor_options().clone();
         let file = dir.join(BATCHING_PARAMS_FILE);
         if options.per_model_batching && file.is_file() {
-            return batching::read(&file).map(Some);
+            options.batching = Some(batching::read(&file)?);
         }
-        Ok(options.batching.clone())
+        let file = dir.join(limits::LIMITS_FILE);
+        if file.is_file() {
+            options.limits = limits::read(&file)?.apply(options.limits);
+        }
+        Ok(options)
     }
 
     /// Takes version `v` out of the manager: unloads it if it serves, ends a pending retry.

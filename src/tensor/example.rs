@@ -24,20 +24,22 @@ pub struct Examples<'a> {
 }
 
 impl<'a> Examples<'a> {
-    /// The examples of `input`; `Input is empty.` when there are none.
+    /// The examples of a TF Serving `Input`; `Input is empty.` when there are none.
     pub fn of(input: Option<&'a pb::Input>) -> Result<Examples<'a>, ServingError> {
         use pb::input::Kind as InputKind;
-        let examples = match input.and_then(|i| i.kind.as_ref()) {
-            Some(InputKind::ExampleList(list)) => Examples { examples: &list.examples, context: None },
-            Some(InputKind::ExampleListWithContext(list)) => {
-                Examples { examples: &list.examples, context: list.context.as_ref() }
-            }
-            None => Examples { examples: &[], context: None },
-        };
-        if examples.examples.is_empty() {
+        match input.and_then(|i| i.kind.as_ref()) {
+            Some(InputKind::ExampleList(list)) => Examples::new(&list.examples, None),
+            Some(InputKind::ExampleListWithContext(list)) => Examples::new(&list.examples, list.context.as_ref()),
+            None => Examples::new(&[], None),
+        }
+    }
+
+    /// `examples` with `context` merged into each; `Input is empty.` when there are none.
+    pub fn new(examples: &'a [tf::Example], context: Option<&'a tf::Example>) -> Result<Examples<'a>, ServingError> {
+        if examples.is_empty() {
             return Err(ServingError::invalid_argument("Input is empty."));
         }
-        Ok(examples)
+        Ok(Examples { examples, context })
     }
 
     /// How many examples there are (the batch size).
@@ -45,7 +47,7 @@ impl<'a> Examples<'a> {
         self.examples.len()
     }
 
-    /// Always false: [`Examples::of`] refuses empty inputs.
+    /// Always false: [`Examples::new`] refuses empty inputs.
     pub fn is_empty(&self) -> bool {
         self.examples.is_empty()
     }
@@ -310,12 +312,30 @@ impl FromDefault for Bytes {
     }
 }
 
-/// The request body of REST `:classify` / `:regress`, as a signature name and an `Input`.
+/// The examples of a REST `:classify` / `:regress` body, owned until the request is answered.
+#[derive(Debug, Default)]
+pub struct ExampleBatch {
+    /// `signature_name`, empty when the body names none.
+    pub signature_name: String,
+    /// `examples`, in request order.
+    pub examples: Vec<tf::Example>,
+    /// `context`, merged into every example.
+    pub context: Option<tf::Example>,
+}
+
+impl ExampleBatch {
+    /// The batch as [`Examples`]; `Input is empty.` when there are none.
+    pub fn examples(&self) -> Result<Examples<'_>, ServingError> {
+        Examples::new(&self.examples, self.context.as_ref())
+    }
+}
+
+/// Parses the request body of REST `:classify` / `:regress`.
 ///
 /// Feature typing follows TF Serving: a number written with `.` or an exponent is a float
 /// feature, an integer or bool is int64, a string or `{"b64": ...}` is bytes; a list takes
 /// its kind from its elements (integers may sit in a float list).
-pub fn input_from_json(body: &serde_json::Value, verb: &str) -> Result<(String, pb::Input), ServingError> {
+pub fn examples_from_json(body: &serde_json::Value, verb: &str) -> Result<ExampleBatch, ServingError> {
     let object = body.as_object().ok_or_else(|| {
         ServingError::invalid_argument("JSON Value is not an object: the request body must be {\"examples\": [...]}")
     })?;
@@ -338,14 +358,11 @@ pub fn input_from_json(body: &serde_json::Value, verb: &str) -> Result<(String, 
         .enumerate()
         .map(|(i, e)| example_from_json(e).map_err(|m| ServingError::invalid_argument(format!("examples[{i}]: {m}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let kind = match object.get("context") {
-        None => pb::input::Kind::ExampleList(pb::ExampleList { examples }),
-        Some(c) => {
-            let context = example_from_json(c).map_err(|m| ServingError::invalid_argument(format!("context: {m}")))?;
-            pb::input::Kind::ExampleListWithContext(pb::ExampleListWithContext { examples, context: Some(context) })
-        }
+    let context = match object.get("context") {
+        None => None,
+        Some(c) => Some(example_from_json(c).map_err(|m| ServingError::invalid_argument(format!("context: {m}")))?),
     };
-    Ok((signature_name, pb::Input { kind: Some(kind) }))
+    Ok(ExampleBatch { signature_name, examples, context })
 }
 
 fn example_from_json(value: &serde_json::Value) -> Result<tf::Example, String> {

@@ -8,7 +8,7 @@ use bytes::{Buf, Bytes};
 use half::{bf16, f16};
 
 use super::{proto_dtype_name, Buffer, DataType, Element, Tensor, TensorData};
-use crate::error::{Code, Refusal, ServingError};
+use crate::error::{Code, ErrorKind, ServingError};
 use crate::memory::RequestBudget;
 use crate::proto::tensorflow::{tensor_shape_proto, TensorProto, TensorShapeProto};
 
@@ -22,28 +22,24 @@ pub struct DecodeError {
     pub code: Code,
     /// What was wrong, for the client.
     pub detail: String,
-    /// Set when a memory limit refused the tensor.
-    pub refusal: Option<Refusal>,
+    /// What went wrong (TooLarge when a limit refused the tensor).
+    pub kind: ErrorKind,
 }
 
 impl DecodeError {
     fn invalid(detail: impl Into<String>) -> Self {
-        DecodeError { code: Code::InvalidArgument, detail: detail.into(), refusal: None }
+        DecodeError { code: Code::InvalidArgument, detail: detail.into(), kind: ErrorKind::InvalidInput }
     }
 
     /// The error for the client, its detail wrapped by `context` (TF's `tensor parsing error: x (...)`).
     pub fn into_serving(self, context: impl FnOnce(&str) -> String) -> ServingError {
-        let e = ServingError::new(self.code, context(&self.detail));
-        match self.refusal {
-            Some(r) => e.with_refusal(r),
-            None => e,
-        }
+        ServingError::new(self.code, context(&self.detail)).with_kind(self.kind)
     }
 }
 
 impl From<ServingError> for DecodeError {
     fn from(e: ServingError) -> Self {
-        DecodeError { code: e.code, detail: e.message, refusal: e.refusal }
+        DecodeError { code: e.code, detail: e.message, kind: e.kind }
     }
 }
 
@@ -122,7 +118,7 @@ pub fn decode_within(proto: TensorProto, limits: &DecodeLimits, budget: &Request
                 dtype.name(),
                 limits.max_tensor_bytes
             ),
-            refusal: Some(Refusal::TooLarge),
+            kind: ErrorKind::TooLarge,
         });
     }
     let total = total as usize;

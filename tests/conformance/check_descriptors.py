@@ -46,6 +46,9 @@ ALLOWED_DIFFERENCES = {
         "SessionRunResponse needs TensorFlow's config.proto (RunMetadata) and ~15 more files",
 }
 
+# Packages of tensorserve's own files, which have no official counterpart.
+OWN_PACKAGES = {"tensorserve"}
+
 # Types that must be in our set, so that a truncated descriptor set cannot pass.
 REQUIRED = [
     ".tensorflow.DataType", ".tensorflow.TensorProto", ".tensorflow.TensorShapeProto",
@@ -152,8 +155,10 @@ def load_ours(path):
     fds = descriptor_pb2.FileDescriptorSet()
     with open(path, "rb") as f:
         fds.ParseFromString(f.read())
-    # Well-known types (google/protobuf/*) come with the compiler; they are not ours.
-    ours = [f for f in fds.file if not f.name.startswith("google/protobuf/")]
+    # Well-known types (google/protobuf/*) come with the compiler; package `tensorserve` is
+    # our own schema with no upstream to match.
+    ours = [f for f in fds.file
+            if not f.name.startswith("google/protobuf/") and f.package not in OWN_PACKAGES]
     if not ours:
         raise RuntimeError(f"{path} holds no tensorserve schemas")
     return ours

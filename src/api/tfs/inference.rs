@@ -313,16 +313,18 @@ pub fn response_spec(name: &str, signature_name: &str, version: i64) -> pb::Mode
 }
 
 /// Runs one Classify or Regress request; returns the result and the response's model spec.
+///
+/// `examples` is checked after the servable resolves, so a missing model is reported first, as TF Serving does.
 pub async fn run_task(
     core: &ServingCore,
     spec: &pb::ModelSpec,
-    input: Option<&pb::Input>,
+    examples: Result<Examples<'_>, ServingError>,
     method: Method,
     budget: &RequestBudget,
     context: CallContext,
 ) -> Result<(TaskResult, pb::ModelSpec), ServingError> {
     let servable = core.resolve(&spec.name, &super::version_choice(spec))?;
-    let examples = Examples::of(input)?;
+    let examples = examples?;
     let task = prepare_task(&servable, &spec.signature_name, method, &examples, core.options(), budget)?;
     let model_spec = response_spec(&spec.name, task.call.signature_name, servable.version);
     let TaskCall { mut call, method, batch } = task;
