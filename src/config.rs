@@ -133,7 +133,7 @@ pub struct Flags {
           num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub enable_per_model_batching_parameters: bool,
 
-    /// Runs of one model version on the blocking pool at once (0 = 0 = one shared work-stealing runtime).
+    /// Runs of one model version on the blocking pool at once (0 = one per core).
     #[arg(long = "max_concurrent_runs", default_value_t = 0)]
     pub max_concurrent_runs: usize,
 
@@ -145,7 +145,7 @@ pub struct Flags {
     #[arg(long = "max_queued_requests", default_value_t = 4096)]
     pub max_queued_requests: usize,
 
-    /// Threads serving gRPC and REST connections, each a single-threaded runtime given the next connection when it holds the fewest (0 = one shared work-stealing runtime).
+    /// Threads serving gRPC and REST connections, each a single-threaded runtime given the next connection when it holds the fewest (0 = one per core).
     #[arg(long = "grpc_runtime_threads", default_value_t = 0)]
     pub grpc_runtime_threads: usize,
 
@@ -158,7 +158,7 @@ pub struct Flags {
     #[arg(long = "onnxruntime_library", value_name = "PATH")]
     pub onnxruntime_library: Option<PathBuf>,
 
-    /// Threads of ONNX Runtime's intra-op pool, shared by all sessions (0 = 0 = one shared work-stealing runtime).
+    /// Threads of ONNX Runtime's intra-op pool, shared by all sessions (0 = one per core).
     #[arg(long = "onnxruntime_intra_op_threads", default_value_t = 0)]
     pub onnxruntime_intra_op_threads: usize,
 
@@ -166,7 +166,7 @@ pub struct Flags {
     #[arg(long = "onnxruntime_inter_op_threads", default_value_t = 0)]
     pub onnxruntime_inter_op_threads: usize,
 
-    /// ONNX Runtime sessions per model version, the most runs of one version at once (0 = 0 = one shared work-stealing runtime).
+    /// ONNX Runtime sessions per model version, the most runs of one version at once (0 = one per core).
     #[arg(long = "onnxruntime_sessions", default_value_t = 0)]
     pub onnxruntime_sessions: usize,
 
@@ -351,7 +351,7 @@ impl Flags {
             },
             serving,
             limits,
-            runtime_threads: f.grpc_runtime_threads,
+            runtime_threads: or_cores(f.grpc_runtime_threads),
         };
         #[cfg(feature = "onnxruntime")]
         let onnxruntime = crate::backend::onnxruntime::OrtOptions {

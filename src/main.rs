@@ -85,12 +85,9 @@ fn run() -> Result<(), server::BoxError> {
         "connection limit per port (--max_connections)"
     );
     let serve = ServeConfig { manager: Some(manager), ..config.serve };
-    // With serving threads, the main thread only accepts and runs the shutdown schedule.
-    let runtime = if serve.runtime_threads > 0 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
-    } else {
-        server::runtime()?
-    };
+    // The serving threads (one per core unless --grpc_runtime_threads says) do the work; the
+    // main thread only accepts and runs the shutdown schedule.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(server::serve(registry, serve, server::shutdown_signal()))?;
     // A model run still going on the blocking pool must not hold the exit past the grace period.
     runtime.shutdown_timeout(Duration::from_millis(200));
