@@ -17,6 +17,11 @@ pub mod tensorflow {
     }
 }
 
+/// Package `inference`: KServe V2 / Open Inference Protocol, with Triton's extensions.
+pub mod inference {
+    tonic::include_proto!("inference");
+}
+
 /// Package `tensorserve`: tensorserve's own files (no upstream schema).
 pub mod tensorserve {
     tonic::include_proto!("tensorserve");

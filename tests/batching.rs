@@ -355,10 +355,10 @@ async fn a_model_that_never_returns_only_hurts_its_own_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classify_requests_batch_too() {
     use tensorserve::api::tfs::inference::{run_task, Method, TaskResult};
-    use tensorserve::tensor::example::Examples;
     use tensorserve::proto::tensorflow as tf;
     use tensorserve::proto::tensorflow::serving as pb;
     use tensorserve::serving::CallContext;
+    use tensorserve::tensor::example::Examples;
 
     /// scores = 2x + 1 on [n, 2]: one row per example, recording each run's rows.
     struct Scores(BTreeMap<String, Signature>, Mutex<Vec<usize>>);
@@ -404,7 +404,8 @@ async fn classify_requests_batch_too() {
             let spec = pb::ModelSpec { name: "cls".into(), ..Default::default() };
             let context = CallContext { deadline: None, front_end: "test" };
             let budget = RequestBudget::unlimited();
-            let (result, _) = run_task(&core, &spec, Examples::of(Some(&input)), Method::Classify, &budget, context).await.unwrap();
+            let (result, _) =
+                run_task(&core, &spec, Examples::of(Some(&input)), Method::Classify, &budget, context).await.unwrap();
             let TaskResult::Classification(c) = result else { panic!("not a classification") };
             for (j, classes) in c.classifications.iter().enumerate() {
                 let scores: Vec<f32> = classes.classes.iter().map(|c| c.score).collect();

@@ -108,9 +108,15 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         let deadline = deadline_of(&request);
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
-        let (result, model_spec) =
-            inference::run_task(&self.core, &spec, Examples::of(request.input.as_ref()), Method::Classify, &budget, grpc(deadline))
-                .await?;
+        let (result, model_spec) = inference::run_task(
+            &self.core,
+            &spec,
+            Examples::of(request.input.as_ref()),
+            Method::Classify,
+            &budget,
+            grpc(deadline),
+        )
+        .await?;
         let TaskResult::Classification(result) = result else {
             return Err(ServingError::internal("classify produced a regression").into());
         };
@@ -125,9 +131,15 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         let deadline = deadline_of(&request);
         let request = request.into_inner();
         let spec = require_spec(request.model_spec)?;
-        let (result, model_spec) =
-            inference::run_task(&self.core, &spec, Examples::of(request.input.as_ref()), Method::Regress, &budget, grpc(deadline))
-                .await?;
+        let (result, model_spec) = inference::run_task(
+            &self.core,
+            &spec,
+            Examples::of(request.input.as_ref()),
+            Method::Regress,
+            &budget,
+            grpc(deadline),
+        )
+        .await?;
         let TaskResult::Regression(result) = result else {
             return Err(ServingError::internal("regress produced a classification").into());
         };

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod example;
 pub mod json;
 pub mod proto;
+pub mod v2;
 
 use bytes::Bytes;
 use half::{bf16, f16};

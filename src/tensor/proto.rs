@@ -130,7 +130,7 @@ pub fn decode_within(proto: TensorProto, limits: &DecodeLimits, budget: &Request
         if !borrowed {
             budget.charge(total, || format!("decoding tensor_content of shape {shape:?}"))?;
         }
-        from_content(dtype, proto.tensor_content, n)?
+        from_content(dtype, proto.tensor_content, n, "tensor_content")?
     } else {
         // TensorFlow's rule repeats the last value to fill the shape: a few bytes can ask for gigabytes.
         budget.charge(total, || format!("filling {} values of shape {shape:?}", dtype.name()))?;
@@ -139,11 +139,11 @@ pub fn decode_within(proto: TensorProto, limits: &DecodeLimits, budget: &Request
     Tensor::new(shape, data).map_err(|e| DecodeError::invalid(e.to_string()))
 }
 
-fn numeric_from_content<T: Element>(content: Bytes, n: usize) -> Result<TensorData, DecodeError> {
+fn numeric_from_content<T: Element>(content: Bytes, n: usize, what: &str) -> Result<TensorData, DecodeError> {
     let size = std::mem::size_of::<T>();
     if content.len() != n * size {
         return Err(DecodeError::invalid(format!(
-            "tensor_content has {} bytes, expected {} for {n} {} values",
+            "{what} has {} bytes, expected {} for {n} {} values",
             content.len(),
             n * size,
             T::DTYPE.name()
@@ -162,24 +162,26 @@ fn numeric_from_content<T: Element>(content: Bytes, n: usize) -> Result<TensorDa
     Ok(T::wrap(buffer))
 }
 
-fn from_content(dtype: DataType, content: Bytes, n: usize) -> Result<TensorData, DecodeError> {
+/// Little-endian `content` of `n` values of a fixed-size `dtype` (bools one 0/1 byte each),
+/// borrowed when aligned; `what` names the field in errors. Strings are TF's varint list.
+pub(crate) fn from_content(dtype: DataType, content: Bytes, n: usize, what: &str) -> Result<TensorData, DecodeError> {
     Ok(match dtype {
-        DataType::Float => numeric_from_content::<f32>(content, n)?,
-        DataType::Double => numeric_from_content::<f64>(content, n)?,
-        DataType::Int8 => numeric_from_content::<i8>(content, n)?,
-        DataType::Int16 => numeric_from_content::<i16>(content, n)?,
-        DataType::Int32 => numeric_from_content::<i32>(content, n)?,
-        DataType::Int64 => numeric_from_content::<i64>(content, n)?,
-        DataType::UInt8 => numeric_from_content::<u8>(content, n)?,
-        DataType::UInt16 => numeric_from_content::<u16>(content, n)?,
-        DataType::UInt32 => numeric_from_content::<u32>(content, n)?,
-        DataType::UInt64 => numeric_from_content::<u64>(content, n)?,
-        DataType::Half => numeric_from_content::<f16>(content, n)?,
-        DataType::BFloat16 => numeric_from_content::<bf16>(content, n)?,
+        DataType::Float => numeric_from_content::<f32>(content, n, what)?,
+        DataType::Double => numeric_from_content::<f64>(content, n, what)?,
+        DataType::Int8 => numeric_from_content::<i8>(content, n, what)?,
+        DataType::Int16 => numeric_from_content::<i16>(content, n, what)?,
+        DataType::Int32 => numeric_from_content::<i32>(content, n, what)?,
+        DataType::Int64 => numeric_from_content::<i64>(content, n, what)?,
+        DataType::UInt8 => numeric_from_content::<u8>(content, n, what)?,
+        DataType::UInt16 => numeric_from_content::<u16>(content, n, what)?,
+        DataType::UInt32 => numeric_from_content::<u32>(content, n, what)?,
+        DataType::UInt64 => numeric_from_content::<u64>(content, n, what)?,
+        DataType::Half => numeric_from_content::<f16>(content, n, what)?,
+        DataType::BFloat16 => numeric_from_content::<bf16>(content, n, what)?,
         DataType::Bool => {
             if content.len() != n {
                 return Err(DecodeError::invalid(format!(
-                    "tensor_content has {} bytes, expected {n} for {n} bool values",
+                    "{what} has {} bytes, expected {n} for {n} bool values",
                     content.len()
                 )));
             }
@@ -188,7 +190,7 @@ fn from_content(dtype: DataType, content: Bytes, n: usize) -> Result<TensorData,
                 match b {
                     0 => values.push(false),
                     1 => values.push(true),
-                    other => return Err(DecodeError::invalid(format!("bool tensor_content holds the byte {other}"))),
+                    other => return Err(DecodeError::invalid(format!("bool {what} holds the byte {other}"))),
                 }
             }
             TensorData::Bool(values)

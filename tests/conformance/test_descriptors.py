@@ -9,7 +9,7 @@ import check_descriptors  # noqa: E402
 from conftest import ROOT  # noqa: E402
 
 
-def test_our_protos_are_wire_identical_to_tf_serving():
+def test_our_protos_are_wire_identical_to_tf_serving_and_kserve_v2():
     path = os.environ.get("TENSORSERVE_FDS")
     if not path:
         dump = os.path.join(ROOT, "target", "release", "examples", "dump_descriptors")
