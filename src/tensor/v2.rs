@@ -462,30 +462,10 @@ pub fn write_json_data(out: &mut String, tensor: &Tensor) {
         TensorData::Double(b) => list(out, b.as_slice(), |o, v| float(o, *v, false)),
         TensorData::Half(b) => list(out, b.as_slice(), |o, v| float(o, v.to_f64(), true)),
         TensorData::BFloat16(b) => list(out, b.as_slice(), |o, v: &bf16| float(o, v.to_f64(), true)),
-        TensorData::Int8(b) => list(out, b.as_slice(), |o, v| {
+        // The integers (every other numeric arm is matched above) print as themselves.
+        data => crate::dispatch_data!(data, b => list(out, b.as_slice(), |o, v| {
             let _ = write!(o, "{v}");
-        }),
-        TensorData::Int16(b) => list(out, b.as_slice(), |o, v| {
-            let _ = write!(o, "{v}");
-        }),
-        TensorData::Int32(b) => list(out, b.as_slice(), |o, v| {
-            let _ = write!(o, "{v}");
-        }),
-        TensorData::Int64(b) => list(out, b.as_slice(), |o, v| {
-            let _ = write!(o, "{v}");
-        }),
-        TensorData::UInt8(b) => list(out, b.as_slice(), |o, v| {
-            let _ = write!(o, "{v}");
-        }),
-        TensorData::UInt16(b) => list(out, b.as_slice(), |o, v| {
-            let _ = write!(o, "{v}");
-        }),
-        TensorData::UInt32(b) => list(out, b.as_slice(), |o, v| {
-            let _ = write!(o, "{v}");
-        }),
-        TensorData::UInt64(b) => list(out, b.as_slice(), |o, v| {
-            let _ = write!(o, "{v}");
-        }),
+        }), _v => unreachable!("bool and string are matched above")),
     }
     out.push(']');
 }
