@@ -11,8 +11,8 @@ use crate::core::{Job, Origin};
 use crate::error::ServingError;
 use crate::memory::{MemoryLimits, MemoryPool, RequestBudget};
 use crate::model::{
-    ModelRegistry, Servable, Signature, TensorMap, VersionChoice, CLASSIFY_METHOD_NAME, DEFAULT_SIGNATURE,
-    PREDICT_METHOD_NAME, REGRESS_METHOD_NAME,
+    ModelRegistry, Servable, ServableState, Signature, TensorMap, VersionChoice, CLASSIFY_METHOD_NAME,
+    DEFAULT_SIGNATURE, PREDICT_METHOD_NAME, REGRESS_METHOD_NAME,
 };
 use crate::tensor::proto::DecodeLimits;
 use crate::tensor::Tensor;
@@ -113,6 +113,27 @@ impl ServingCore {
             return Err(ServingError::invalid_argument("ModelSpec has no name specified."));
         }
         self.registry.resolve(name, choice)
+    }
+
+    /// Resolves a model to run: a known model with no version serving yet (still loading) is
+    /// UNAVAILABLE rather than NOT_FOUND, so clients retry (KServe's 503).
+    pub fn resolve_for_run(&self, name: &str, choice: &VersionChoice) -> Result<Servable, ServingError> {
+        self.resolve(name, choice).map_err(|e| {
+            let loading = e.code == crate::error::Code::NotFound
+                && self.registry.statuses(name).is_some_and(|s| {
+                    !s.is_empty()
+                        && s.iter().all(|v| v.state != ServableState::Available)
+                        && s.iter().any(|v| v.state != ServableState::End)
+                });
+            if loading {
+                ServingError::new(
+                    crate::error::Code::Unavailable,
+                    format!("Model {name} is not ready yet: it is still loading"),
+                )
+            } else {
+                e
+            }
+        })
     }
 
     /// Checks a Predict request against the signature and the method-name flag; see [`prepare_predict`].

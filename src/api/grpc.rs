@@ -48,12 +48,12 @@ impl GrpcApi {
 }
 
 /// The request's memory budget: the one the transport opened (and charged the body to), else a new one.
-fn budget_of<T>(core: &ServingCore, request: &Request<T>) -> Arc<RequestBudget> {
+pub(crate) fn budget_of<T>(core: &ServingCore, request: &Request<T>) -> Arc<RequestBudget> {
     request.extensions().get::<Arc<RequestBudget>>().cloned().unwrap_or_else(|| Arc::new(core.memory().budget()))
 }
 
 /// When the client stops waiting: now plus its `grpc-timeout` (1-8 digits and a unit, H M S m u n).
-fn deadline_of<T>(request: &Request<T>) -> Option<std::time::Instant> {
+pub(crate) fn deadline_of<T>(request: &Request<T>) -> Option<std::time::Instant> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 {

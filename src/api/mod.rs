@@ -4,3 +4,4 @@ pub mod decode_cost;
 pub mod grpc;
 pub mod rest;
 pub mod tfs;
+pub mod v2;

@@ -61,11 +61,13 @@ pub fn router(core: Arc<ServingCore>, options: RestOptions) -> axum::Router {
 }
 
 /// Reads a request body, charging each chunk to `budget` as it arrives and refusing past `limit` bytes.
+/// `lead` zero bytes go first (and are cut off after), so a part of the body lands aligned.
 async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     budget: &RequestBudget,
+    lead: usize,
 ) -> Result<Bytes, ServingError> {
     use http_body_util::BodyExt as _;
     let too_large = || {
@@ -81,13 +83,13 @@ async fn read_body(
     // JSON is parsed from one slice: chunks are copied into one buffer as they arrive. It grows
     // (charged first) only as bytes come, never to a declared length the peer has not sent.
     let ceiling = declared.map_or(limit, |n| n as usize);
-    let mut joined: Vec<u8> = Vec::new();
+    let mut joined: Vec<u8> = vec![0; lead];
     let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ServingError::invalid_argument(format!("cannot read the request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         let needed = joined.len() + data.len();
-        if needed > limit {
+        if needed - lead > limit {
             return Err(too_large());
         }
         let capacity = joined.capacity();
@@ -98,7 +100,7 @@ async fn read_body(
         }
         joined.extend_from_slice(&data);
     }
-    Ok(Bytes::from(joined))
+    Ok(Bytes::from(joined).slice(lead..))
 }
 
 /// What serde_json's value tree costs for `text`, read off its tokens before it is built
@@ -142,11 +144,11 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
     }
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
-fn error_response(e: ServingError) -> Response {
+pub(crate) fn error_response(e: ServingError) -> Response {
     let body = format!("{{ \"error\": {} }}", serde_json::to_string(&e.message).expect("a string serialises"));
     json_response(http_status(e.kind), body)
 }
@@ -164,7 +166,7 @@ struct ModelPath {
     metadata: bool,
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     fn hex(b: u8) -> Option<u8> {
         (b as char).to_digit(16).map(|d| d as u8)
     }
@@ -214,7 +216,12 @@ fn parse_model_path(rest: &str) -> Option<ModelPath> {
 
 async fn dispatch(State(rest): State<Rest>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let budget = Arc::new(rest.core.memory().budget());
-    let mut response = match read_body(&headers, body, rest.options.max_body_bytes, &budget).await {
+    let v2 = is_v2(uri.path());
+    let lead = if v2 { crate::api::v2::rest::body_lead(&headers) } else { 0 };
+    let mut response = match read_body(&headers, body, rest.options.max_body_bytes, &budget, lead).await {
+        Ok(body) if v2 => {
+            crate::api::v2::rest::route(&rest.core, &rest.options, &method, uri.path(), &headers, body, &budget).await
+        }
         Ok(body) => route(&rest, &method, uri.path(), body, &budget).await,
         Err(e) => error_response(e),
     };
@@ -222,9 +229,18 @@ async fn dispatch(State(rest): State<Rest>, method: Method, uri: Uri, headers: H
         let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type, Inference-Header-Content-Length"),
+        );
     }
     response
+}
+
+/// True for KServe V2 paths: `/v2` and below.
+fn is_v2(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.len() >= 3 && b[..3].eq_ignore_ascii_case(b"/v2") && (b.len() == 3 || b[3] == b'/')
 }
 
 async fn route(rest: &Rest, method: &Method, path: &str, body: Bytes, budget: &Arc<RequestBudget>) -> Response {
@@ -351,19 +367,7 @@ fn dtype_name(d: i32) -> String {
 
 /// Resolves a model for predict/explain; a known model with nothing loaded yet is 503 (KServe's rule).
 fn resolve(rest: &Rest, target: &ModelPath) -> Result<crate::model::Servable, ServingError> {
-    rest.core.resolve(&target.name, &target.version).map_err(|e| {
-        let loading = e.code == Code::NotFound
-            && rest.core.registry().statuses(&target.name).is_some_and(|s| {
-                !s.is_empty()
-                    && s.iter().all(|v| v.state != ServableState::Available)
-                    && s.iter().any(|v| v.state != ServableState::End)
-            });
-        if loading {
-            ServingError::new(Code::Unavailable, format!("Model {} is not ready yet: it is still loading", target.name))
-        } else {
-            e
-        }
-    })
+    rest.core.resolve_for_run(&target.name, &target.version)
 }
 
 fn metadata(rest: &Rest, target: &ModelPath) -> Result<Response, ServingError> {

@@ -17,14 +17,20 @@ use tonic_health::ServingStatus;
 
 use crate::api::decode_cost::DecodeCost;
 use crate::api::grpc::{GrpcApi, ModelServiceServer, PredictionServiceServer};
+use crate::api::v2::grpc::{GrpcInferenceServiceServer, V2GrpcApi};
 use crate::model::ModelRegistry;
 use crate::serving::{ServingCore, ServingOptions};
 use guard::{GuardState, Guarded};
 use listener::{ConnectionLimits, Incoming, Refuse};
 
-/// Health names TF Serving registers (short) plus the full service names.
-pub const HEALTH_SERVICE_NAMES: [&str; 4] =
-    ["tensorflow.serving.PredictionService", "tensorflow.serving.ModelService", "PredictionService", "ModelService"];
+/// Health names TF Serving registers (short) plus the full service names, and KServe V2's service.
+pub const HEALTH_SERVICE_NAMES: [&str; 5] = [
+    "tensorflow.serving.PredictionService",
+    "tensorflow.serving.ModelService",
+    "PredictionService",
+    "ModelService",
+    "inference.GRPCInferenceService",
+];
 
 /// TF Serving's message limit in both directions: INT32_MAX.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
@@ -124,6 +130,8 @@ pub struct GrpcServices {
     prediction: Guarded<PredictionServiceServer<GrpcApi>>,
     /// TF Serving's ModelService.
     model: Guarded<ModelServiceServer<GrpcApi>>,
+    /// KServe V2's GRPCInferenceService.
+    v2: Guarded<GrpcInferenceServiceServer<V2GrpcApi>>,
     /// grpc.health.v1.
     health: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     /// Sets health to NOT_SERVING on shutdown.
@@ -154,6 +162,7 @@ impl GrpcServices {
             cost: DecodeCost::for_tensorserve(),
             max_message_size,
         });
+        let v2 = V2GrpcApi::new(core.clone());
         let api = GrpcApi::new(core, manager);
         let reporter = HealthReporter::new();
         let health = tonic_health::pb::health_server::HealthServer::new(
@@ -176,6 +185,12 @@ impl GrpcServices {
                 ModelServiceServer::new(api)
                     .max_decoding_message_size(max_message_size)
                     .max_encoding_message_size(max_message_size),
+                guard.clone(),
+            ),
+            v2: Guarded::new(
+                GrpcInferenceServiceServer::new(v2)
+                    .max_decoding_message_size(max_message_size)
+                    .max_encoding_message_size(max_message_size),
                 guard,
             ),
             health,
@@ -191,7 +206,8 @@ impl GrpcServices {
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
             .add_service(self.prediction.clone())
-            .add_service(self.model.clone()))
+            .add_service(self.model.clone())
+            .add_service(self.v2.clone()))
     }
 
     /// Serves on a bound TCP listener until `shutdown` completes, within the connection limits.
@@ -340,12 +356,15 @@ pub async fn serve(
         (0..workers).map(|_| listener::channel(limits.connections)).unzip();
     let on = if threads == 0 { "the caller's runtime".to_string() } else { format!("{threads} threads") };
     if let Some(l) = grpc {
-        tracing::info!("gRPC (PredictionService, ModelService, health, reflection) on {}, {on}", l.local_addr()?);
+        tracing::info!(
+            "gRPC (PredictionService, ModelService, KServe V2, health, reflection) on {}, {on}",
+            l.local_addr()?
+        );
         listener::accept(l, limits.connections, "gRPC", Refuse::Close, grpc_sinks);
     }
     let rest_app = match rest {
         Some(l) => {
-            tracing::info!("REST (TF Serving REST API, KServe V1) on {}, {on}", l.local_addr()?);
+            tracing::info!("REST (TF Serving REST API, KServe V1 and V2) on {}, {on}", l.local_addr()?);
             listener::accept(l, limits.connections, "REST", Refuse::Http503, rest_sinks);
             Some(crate::api::rest::router(core.clone(), config.rest.clone()))
         }

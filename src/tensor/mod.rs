@@ -184,6 +184,25 @@ impl<T: bytemuck::Pod> Buffer<T> {
         matches!(self.0, Repr::Shared(_))
     }
 
+    /// The values as little-endian bytes, without copying: an owned vector becomes the bytes' owner.
+    #[cfg(target_endian = "little")]
+    pub fn into_bytes(self) -> Bytes
+    where
+        T: Send,
+    {
+        /// Lends a vector's memory to `Bytes`, which frees it with the vector.
+        struct Owner<T>(Vec<T>);
+        impl<T: bytemuck::Pod> AsRef<[u8]> for Owner<T> {
+            fn as_ref(&self) -> &[u8] {
+                bytemuck::cast_slice(&self.0)
+            }
+        }
+        match self.0 {
+            Repr::Owned(v) => Bytes::from_owner(Owner(v)),
+            Repr::Shared(b) => b,
+        }
+    }
+
     /// The values as an owned vector (moves when owned, copies when shared).
     pub fn into_vec(self) -> Vec<T> {
         match self.0 {

@@ -159,6 +159,20 @@ pub fn to_raw(tensor: &Tensor) -> Bytes {
     }
 }
 
+/// Like [`to_raw`], consuming `tensor`: numeric values move into the bytes without a copy.
+pub fn into_raw(tensor: Tensor) -> Bytes {
+    #[cfg(target_endian = "little")]
+    {
+        if matches!(tensor.data(), TensorData::String(_) | TensorData::Bool(_)) {
+            return to_raw(&tensor);
+        }
+        let (_, data) = tensor.into_parts();
+        crate::dispatch_data!(data, b => b.into_bytes(), _v => unreachable!("handled above"))
+    }
+    #[cfg(not(target_endian = "little"))]
+    to_raw(&tensor)
+}
+
 /// Decodes typed gRPC contents of `shape`; the field must be the one `dtype` uses.
 pub fn from_contents(
     name: &str,
@@ -240,6 +254,11 @@ where
         .map(|&v| T::try_from(v).map_err(|_| format!("{v} is out of range for {}", datatype_name(T::DTYPE))))
         .collect::<Result<Vec<T>, String>>()?;
     Ok(T::wrap(super::Buffer::from_vec(values)))
+}
+
+/// False for FP16 and BF16, which have no typed contents field and travel raw only.
+pub fn has_typed_contents(dtype: DataType) -> bool {
+    !matches!(dtype, DataType::Half | DataType::BFloat16)
 }
 
 /// Typed gRPC contents of `tensor`; `None` for FP16 and BF16, which travel raw only.
