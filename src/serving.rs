@@ -145,8 +145,10 @@ impl ServingCore {
         output_filter: &[String],
         decode: impl FnMut(&str, R) -> Result<Tensor, ServingError>,
     ) -> Result<PredictCall<'a>, ServingError> {
+        let start = Instant::now();
         let call = prepare_predict(servable, signature_name, request_inputs, output_filter, decode)?;
         check_predict_method(&self.options, call.signature)?;
+        servable.runtime.stats().statistics.compute_input.add(start.elapsed());
         Ok(call)
     }
 

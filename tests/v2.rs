@@ -618,3 +618,49 @@ async fn grpc_stream_infer_answers_each_request_in_order() {
     assert_eq!(third.infer_response.unwrap().outputs[0].contents.as_ref().unwrap().fp32_contents, vec![2.0; 3]);
     assert!(answers.message().await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn statistics_count_requests_rows_and_runs() {
+    let core = core();
+    let addr = start_rest(core.clone()).await;
+    let (mut client, _stop) = grpc_client(core).await;
+    let r = get(addr, "/v2/models/echo_fp32/stats").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["model_stats"][0]["inference_count"], 0);
+    for rows in [1usize, 3] {
+        let data: Vec<f32> = vec![1.0; rows];
+        let body = json!({"inputs": [{"name": "x", "shape": [rows], "datatype": "FP32", "data": data}]});
+        assert_eq!(post(addr, "/v2/models/echo_fp32/infer", body).await.status, 200);
+    }
+    let fp32 = Some(pb::InferTensorContents { fp32_contents: vec![1.0; 3], ..Default::default() });
+    client.model_infer(infer_request("echo_fp32", "FP32", None, fp32)).await.unwrap();
+    let r = get(addr, "/v2/models/echo_fp32/versions/1/stats").await;
+    let s = &r.json()["model_stats"][0];
+    assert_eq!((s["name"].as_str(), s["version"].as_str()), (Some("echo_fp32"), Some("1")));
+    assert_eq!((s["inference_count"].as_u64(), s["execution_count"].as_u64()), (Some(7), Some(3)));
+    assert_eq!(s["inference_stats"]["success"]["count"], 3);
+    assert_eq!(s["inference_stats"]["fail"]["count"], 0);
+    assert_eq!(s["inference_stats"]["compute_infer"]["count"], 3);
+    assert_eq!(s["inference_stats"]["compute_output"]["count"], 3);
+    assert!(s["inference_stats"]["success"]["ns"].as_u64().unwrap() > 0);
+    assert!(s["last_inference"].as_u64().unwrap() > 1_700_000_000_000);
+    let sizes: Vec<u64> =
+        s["batch_stats"].as_array().unwrap().iter().map(|b| b["batch_size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, vec![1, 3]);
+    let all = get(addr, "/v2/models/stats").await.json();
+    assert!(all["model_stats"].as_array().unwrap().len() >= DATATYPES.len());
+    assert_eq!(get(addr, "/v2/models/nope/stats").await.status, 404);
+    let g = client
+        .model_statistics(pb::ModelStatisticsRequest { name: "echo_fp32".into(), version: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(g.model_stats.len(), 1);
+    assert_eq!((g.model_stats[0].inference_count, g.model_stats[0].execution_count), (7, 3));
+    assert_eq!(g.model_stats[0].inference_stats.as_ref().unwrap().success.as_ref().unwrap().count, 3);
+    let e = client
+        .model_statistics(pb::ModelStatisticsRequest { name: "nope".into(), version: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}

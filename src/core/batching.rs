@@ -460,6 +460,7 @@ fn run_batch(params: &BatchingParameters, model: &dyn Model, stats: &RunStats, s
     };
     let queued = tasks.iter().map(|t| started - t.enqueued).max().unwrap_or_default();
     let (result, run) = super::executor::run_once(model, stats, signature, inputs, &outputs);
+    stats.statistics.record_execution(padded, run);
     let outcome = Outcome { batch_rows: rows, padded_rows: padded, requests: tasks.len(), queued, run, inline: false };
     tracing::trace!(signature, rows, padded, requests = outcome.requests, ?queued, ?run, "batch ran");
     let result = match result {

@@ -42,6 +42,8 @@ pub struct RunStats {
     avg_run_nanos: AtomicU64,
     /// Whether runs currently go inline on the async worker (see [`RunStats::run_inline`]).
     inline: AtomicBool,
+    /// What the version has served, for the statistics extension.
+    pub statistics: super::VersionStatistics,
 }
 
 impl RunStats {
@@ -162,6 +164,15 @@ impl Executor {
     /// batches, else inline when the model is proven fast and the request small, else on the
     /// blocking pool. A job whose deadline passes before it runs is answered DEADLINE_EXCEEDED.
     pub async fn run(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
+        let rows = rows_of(&job.inputs);
+        let start = Instant::now();
+        let result = self.run_logged(job).await;
+        let (queued, run) = result.as_ref().map_or((Duration::ZERO, Duration::ZERO), |(_, o)| (o.queued, o.run));
+        self.stats.statistics.record_request(result.is_ok(), rows, start.elapsed(), queued, run);
+        result
+    }
+
+    async fn run_logged(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
         if !tracing::enabled!(tracing::Level::DEBUG) {
             return self.dispatch(job).await;
         }
@@ -274,8 +285,12 @@ fn run_model(
     job: Job,
     inline: bool,
 ) -> Result<(TensorMap, Outcome), ServingError> {
-    let rows = job.inputs.values().next().and_then(|t| t.shape().first().copied()).unwrap_or(1);
+    let rows = rows_of(&job.inputs);
     let (outputs, run) = run_once(model, stats, &job.signature, job.inputs, &job.outputs);
+    // Warmup runs happen before the version serves and are not part of its statistics.
+    if job.origin.api != "warmup" {
+        stats.statistics.record_execution(rows, run);
+    }
     let outcome = Outcome { requests: 1, batch_rows: rows, padded_rows: rows, queued: Duration::ZERO, run, inline };
     Ok((exactly(outputs?, &job.outputs)?, outcome))
 }
@@ -293,6 +308,11 @@ pub(super) fn run_once(
     let run = start.elapsed();
     stats.record(run);
     (result, run)
+}
+
+/// The batch size of a run: the first dimension of its first input (1 for scalars or no input).
+pub(super) fn rows_of(inputs: &TensorMap) -> usize {
+    inputs.values().next().and_then(|t| t.shape().first().copied()).unwrap_or(1)
 }
 
 /// The outputs `wanted`, in that set; a model may return more than it was asked for.

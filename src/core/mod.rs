@@ -5,8 +5,10 @@ pub mod admission;
 pub mod batching;
 pub mod executor;
 pub mod job;
+pub mod statistics;
 
 pub use admission::RunLimits;
 pub use batching::BatchingParameters;
 pub use executor::{Executor, ExecutorOptions, RunStats, INLINE_MAX_INPUT_BYTES};
 pub use job::{Job, Origin, Outcome};
+pub use statistics::VersionStatistics;

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{grpc_status, InferInput, InferRequest, RequestedOutput, SIGNATURE_PARAMETER};
 use crate::api::grpc::{budget_of, deadline_of};
+use crate::core::statistics::Counted;
 use crate::error::ServingError;
 use crate::memory::RequestBudget;
 use crate::model::ServableState;
@@ -129,11 +130,12 @@ pub async fn model_infer(
         Payload::Contents(c) => v2::from_contents(name, dtype, shape, c, &limits, budget),
     };
     let answer = super::infer(core, request, context, budget, &mut decode).await?;
+    let encoding = std::time::Instant::now();
     // FP16 and BF16 have no typed field: when one is among the outputs, all go raw.
     let answer_raw = raw || answer.outputs.iter().any(|(_, t)| !v2::has_typed_contents(t.dtype()));
     let mut response = pb::ModelInferResponse {
-        model_name: answer.model,
-        model_version: answer.version.to_string(),
+        model_name: answer.servable.name.clone(),
+        model_version: answer.servable.version.to_string(),
         id,
         ..Default::default()
     };
@@ -156,6 +158,7 @@ pub async fn model_infer(
         }
         response.outputs.push(output);
     }
+    answer.servable.runtime.stats().statistics.compute_output.add(encoding.elapsed());
     Ok(response)
 }
 
@@ -269,9 +272,46 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for V2GrpcApi {
 
     async fn model_statistics(
         &self,
-        _request: Request<pb::ModelStatisticsRequest>,
+        request: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
-        Err(Status::unimplemented("the statistics extension is not offered by this server yet"))
+        let r = request.into_inner();
+        let versions = super::statistics_of(&self.core, &r.name, &r.version).map_err(v2_error)?;
+        let duration = |c: Counted| Some(pb::StatisticDuration { count: c.count, ns: c.ns });
+        let model_stats = versions
+            .iter()
+            .map(|servable| {
+                let s = &servable.runtime.stats().statistics;
+                pb::ModelStatistics {
+                    name: servable.name.clone(),
+                    version: servable.version.to_string(),
+                    last_inference: s.last_inference(),
+                    inference_count: s.inference_count(),
+                    execution_count: s.execution_count(),
+                    inference_stats: Some(pb::InferStatistics {
+                        success: duration(s.success.get()),
+                        fail: duration(s.fail.get()),
+                        queue: duration(s.queue.get()),
+                        compute_input: duration(s.compute_input.get()),
+                        compute_infer: duration(s.compute_infer.get()),
+                        compute_output: duration(s.compute_output.get()),
+                        cache_hit: duration(Counted::default()),
+                        cache_miss: duration(Counted::default()),
+                    }),
+                    batch_stats: s
+                        .batch_sizes()
+                        .into_iter()
+                        .map(|(size, run)| pb::InferBatchStatistics {
+                            batch_size: size,
+                            compute_input: duration(Counted { count: run.count, ns: 0 }),
+                            compute_infer: duration(run),
+                            compute_output: duration(Counted { count: run.count, ns: 0 }),
+                        })
+                        .collect(),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
     }
 
     async fn repository_index(

@@ -26,7 +26,7 @@ pub const SERVER_NAME: &str = "tensorserve";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The protocol extensions both front ends implement, as server metadata lists them.
-pub const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "classification"];
+pub const EXTENSIONS: [&str; 3] = ["binary_tensor_data", "classification", "statistics"];
 
 /// The request parameter naming the signature to run (V2 has none of its own).
 pub const SIGNATURE_PARAMETER: &str = "signature_name";
@@ -178,10 +178,8 @@ pub struct InferRequest<D> {
 
 /// What an infer request produced.
 pub struct InferAnswer {
-    /// The model name.
-    pub model: String,
-    /// The version that ran.
-    pub version: i64,
+    /// The version that ran, held until the response is encoded (an unload waits for it).
+    pub servable: Servable,
     /// The outputs, in the order asked for (signature order when none was named).
     pub outputs: Vec<(String, Tensor)>,
 }
@@ -256,7 +254,7 @@ pub async fn infer<D>(
         };
         answer.push((o.name, tensor));
     }
-    Ok(InferAnswer { model, version: servable.version, outputs: answer })
+    Ok(InferAnswer { servable, outputs: answer })
 }
 
 /// The output holding class labels, when some output asks for classification and the signature
@@ -344,6 +342,36 @@ pub fn classify(
     }
     let dims = if shape.len() >= 2 { vec![rows, k] } else { vec![k] };
     Tensor::from_strings(dims, out).map_err(|e| ServingError::internal(e.to_string()))
+}
+
+/// The versions a statistics request covers: every serving version of `name` (of every model
+/// when `name` is empty), or the one `version` names.
+pub fn statistics_of(core: &ServingCore, name: &str, version: &str) -> Result<Vec<Servable>, ServingError> {
+    if name.is_empty() {
+        if !version.is_empty() {
+            return Err(ServingError::invalid_argument("a version needs a model name"));
+        }
+        let mut out = Vec::new();
+        for model in core.registry().model_names() {
+            out.extend(serving_versions(core, &model));
+        }
+        return Ok(out);
+    }
+    known_model(core, name)?;
+    if version.is_empty() {
+        return Ok(serving_versions(core, name));
+    }
+    Ok(vec![core.resolve(name, &version_choice(version))?])
+}
+
+fn serving_versions(core: &ServingCore, name: &str) -> Vec<Servable> {
+    let mut statuses = core.registry().statuses(name).unwrap_or_default();
+    statuses.reverse();
+    statuses
+        .into_iter()
+        .filter(|s| s.state == ServableState::Available)
+        .filter_map(|s| core.resolve(name, &VersionChoice::Specific(s.version)).ok())
+        .collect()
 }
 
 /// The gRPC status of an error under V2's mapping (KServe's interceptor, Triton's codes).

@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 
 use super::{InferInput, InferRequest, RequestedOutput};
 use crate::api::rest::{error_response, json_response, percent_decode, RestOptions};
+use crate::core::statistics::Counted;
 use crate::error::{ErrorKind, ServingError};
 use crate::memory::RequestBudget;
 use crate::serving::{CallContext, ServingCore};
@@ -88,6 +89,7 @@ async fn serve(
             Ok(json_response(status, json!({"ready": ready}).to_string()))
         }
         ["models"] if get => Ok(ok_json(json!({"models": core.registry().model_names()}))),
+        ["models", "stats"] if get => statistics(core, "", ""),
         ["repository", "index"] if post => {
             let ready = serde_json::from_slice::<IndexBody>(&body).map(|b| b.ready).unwrap_or(false);
             let index: Vec<serde_json::Value> = super::grpc::repository_index(core, ready)
@@ -113,6 +115,7 @@ async fn serve(
             };
             match rest {
                 [] if get => metadata(core, &name, &version),
+                ["stats"] if get => statistics(core, &name, &version),
                 ["ready"] if get => {
                     let ready = super::model_ready(core, &name, &version)?;
                     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -128,6 +131,46 @@ async fn serve(
         }
         _ => Err(malformed()),
     }
+}
+
+/// The statistics extension's answer, in Triton's JSON shape.
+fn statistics(core: &ServingCore, name: &str, version: &str) -> Result<Response, ServingError> {
+    let duration = |c: Counted| json!({"count": c.count, "ns": c.ns});
+    let stats: Vec<serde_json::Value> = super::statistics_of(core, name, version)?
+        .iter()
+        .map(|servable| {
+            let s = &servable.runtime.stats().statistics;
+            let batches: Vec<serde_json::Value> = s
+                .batch_sizes()
+                .into_iter()
+                .map(|(size, run)| {
+                    let none = Counted { count: run.count, ns: 0 };
+                    json!({"batch_size": size, "compute_input": duration(none), "compute_infer": duration(run),
+                           "compute_output": duration(none)})
+                })
+                .collect();
+            json!({
+                "name": servable.name,
+                "version": servable.version.to_string(),
+                "last_inference": s.last_inference(),
+                "inference_count": s.inference_count(),
+                "execution_count": s.execution_count(),
+                "inference_stats": {
+                    "success": duration(s.success.get()),
+                    "fail": duration(s.fail.get()),
+                    "queue": duration(s.queue.get()),
+                    "compute_input": duration(s.compute_input.get()),
+                    "compute_infer": duration(s.compute_infer.get()),
+                    "compute_output": duration(s.compute_output.get()),
+                    "cache_hit": duration(Counted::default()),
+                    "cache_miss": duration(Counted::default()),
+                },
+                "batch_stats": batches,
+                "memory_usage": [],
+            })
+        })
+        .collect();
+    Ok(ok_json(json!({"model_stats": stats})))
 }
 
 /// `POST /v2/repository/index`'s optional body.
@@ -320,15 +363,16 @@ async fn infer(
     };
     let context = CallContext { deadline: Some(deadline), front_end: "rest" };
     let answer = super::infer(core, request, context, budget, &mut decode).await?;
+    let encoding = std::time::Instant::now();
     let as_binary = |i: usize| binary_wanted.get(i).copied().unwrap_or(all_binary);
     let json_elements: usize =
         answer.outputs.iter().enumerate().filter(|(i, _)| !as_binary(*i)).map(|(_, (_, t))| t.len()).sum();
     budget.charge(json_elements.saturating_mul(24), || "writing the outputs as JSON".to_string())?;
     let mut out = String::with_capacity(128 + json_elements * 8);
     out.push_str("{\"model_name\":");
-    out.push_str(&json!(answer.model).to_string());
+    out.push_str(&json!(answer.servable.name).to_string());
     out.push_str(",\"model_version\":\"");
-    out.push_str(&answer.version.to_string());
+    out.push_str(&answer.servable.version.to_string());
     out.push('"');
     if let Some(id) = parsed.id {
         out.push_str(",\"id\":");
@@ -366,6 +410,7 @@ async fn infer(
         }
     }
     out.push_str("]}");
+    answer.servable.runtime.stats().statistics.compute_output.add(encoding.elapsed());
     if chunks.is_empty() {
         return Ok(json_response(StatusCode::OK, out));
     }
