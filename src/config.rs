@@ -67,6 +67,15 @@ pub struct Flags {
     #[arg(long = "model_config_file", value_name = "FILE")]
     pub model_config_file: Option<PathBuf>,
 
+    /// `explicit`: clients may load and unload the models of --model_repository at run time
+    /// (KServe V2's repository extension); `none` (the default): they may not.
+    #[arg(long = "model_control_mode", default_value = "none", value_parser = ["none", "explicit"])]
+    pub model_control_mode: String,
+
+    /// Directory of model directories (`<name>/<version>/model.onnx`) that model control loads from.
+    #[arg(long = "model_repository", value_name = "DIR")]
+    pub model_repository: Option<PathBuf>,
+
     /// Re-read --model_config_file this often and apply changes (0 = read once).
     #[arg(long = "model_config_file_poll_wait_seconds", default_value_t = 0)]
     pub model_config_file_poll_wait_seconds: u64,
@@ -287,6 +296,12 @@ impl Flags {
             (Some(_), false) => return Err("--batching_parameters_file needs --enable_batching".into()),
             (None, false) => None,
         };
+        let model_repository = match (f.model_control_mode.as_str(), &f.model_repository) {
+            ("explicit", Some(dir)) if dir.is_dir() => Some(dir.clone()),
+            ("explicit", Some(dir)) => return Err(format!("--model_repository {} is not a directory", dir.display())),
+            ("explicit", None) => return Err("--model_control_mode=explicit needs --model_repository".into()),
+            _ => None,
+        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let or_cores = |n: usize| if n == 0 { cores } else { n };
         let decode_limits = DecodeLimits { max_tensor_bytes: f.max_message_size_bytes };
@@ -326,6 +341,7 @@ impl Flags {
             // Warmup runs requests as the front ends do, with the same checks.
             serving: serving.clone(),
             drain_timeout: Duration::from_secs(30),
+            model_repository,
         };
         let limits = TransportLimits {
             connections: ConnectionLimits {
@@ -406,5 +422,11 @@ mod tests {
         assert!(err(&["t", "--port", "9000", "--rest_api_port", "9000"]).contains("must differ"));
         assert!(err(&["t", "--batching_parameters_file", "/x"]).contains("needs --enable_batching"));
         assert!(err(&["t", "--port", "x"]).contains("invalid value"));
+        assert!(err(&["t", "--model_control_mode", "explicit"]).contains("needs --model_repository"));
+        assert!(err(&["t", "--model_control_mode", "poll"]).contains("invalid value"));
+        assert!(err(&["t", "--model_control_mode", "explicit", "--model_repository", "/nonexistent"])
+            .contains("not a directory"));
+        let off = ServerConfig::from_args(["t", "--model_repository", "/tmp"]).unwrap();
+        assert!(off.manager.model_repository.is_none(), "model control is off unless asked for");
     }
 }

@@ -664,3 +664,113 @@ async fn statistics_count_requests_rows_and_runs() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
 }
+
+/// A model repository under the temp dir holding `half_plus_two` as `hp2`, removed on drop.
+struct Repository(std::path::PathBuf);
+
+impl Repository {
+    fn new(tag: &str) -> Self {
+        let root = std::env::temp_dir().join(format!("tensorserve-v2-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let version = root.join("hp2").join("1");
+        std::fs::create_dir_all(&version).unwrap();
+        std::fs::write(version.join("model.onnx"), tensorserve::examples::HALF_PLUS_TWO_ONNX).unwrap();
+        std::fs::write(version.join("signatures.pbtxt"), tensorserve::examples::HALF_PLUS_TWO_SIGNATURES).unwrap();
+        std::fs::create_dir_all(root.join("broken").join("1")).unwrap();
+        std::fs::write(root.join("broken").join("1").join("model.onnx"), b"not onnx").unwrap();
+        Repository(root)
+    }
+}
+
+impl Drop for Repository {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start_controlled(
+    repository: Option<&std::path::Path>,
+) -> (std::net::SocketAddr, GrpcInferenceServiceClient<tonic::transport::Channel>, tokio::sync::oneshot::Sender<()>) {
+    let registry = Arc::new(ModelRegistry::new());
+    common::register_bundled(&registry);
+    let options = tensorserve::repository::ManagerOptions {
+        file_system_poll: std::time::Duration::ZERO,
+        max_load_retries: 0,
+        model_repository: repository.map(|p| p.to_path_buf()),
+        ..Default::default()
+    };
+    let manager =
+        tensorserve::repository::ModelManager::start(registry.clone(), common::platforms(), options, vec![], None)
+            .unwrap();
+    let core = Arc::new(ServingCore::new(registry, ServingOptions::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = tensorserve::api::rest::router_with_manager(core.clone(), RestOptions::default(), Some(manager.clone()));
+    tokio::spawn(tensorserve::server::serve_rest(listener, app, Default::default(), std::future::pending()));
+    let services = GrpcServices::new(core, DEFAULT_MAX_MESSAGE_SIZE, Some(manager)).await.unwrap();
+    let (grpc, stop) = common::spawn_grpc(services).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+    (addr, GrpcInferenceServiceClient::new(channel), stop)
+}
+
+#[tokio::test]
+async fn model_control_loads_and_unloads_inside_the_repository_only() {
+    let repository = Repository::new("control");
+    let (addr, mut client, _stop) = start_controlled(Some(&repository.0)).await;
+    let infer = json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [2]}]});
+    assert_eq!(post(addr, "/v2/models/hp2/infer", infer.clone()).await.status, 404);
+    let r = post(addr, "/v2/repository/models/hp2/load", json!({})).await;
+    assert_eq!((r.status, r.json()), (200, json!({"name": "hp2", "load": true})));
+    let r = post(addr, "/v2/models/hp2/infer", infer.clone()).await;
+    assert_eq!(r.json()["outputs"][0]["data"], json!([3.0]));
+    let index = post(addr, "/v2/repository/index", json!({})).await.json();
+    assert!(index.as_array().unwrap().contains(&json!({"name": "hp2", "version": "1", "state": "READY"})));
+    // Loading again re-reads it and keeps serving.
+    assert_eq!(post(addr, "/v2/repository/models/hp2/load", json!({})).await.status, 200);
+    assert_eq!(post(addr, "/v2/models/hp2/infer", infer.clone()).await.status, 200);
+    let r = post(addr, "/v2/repository/models/hp2/unload", json!({})).await;
+    assert_eq!((r.status, r.json()), (200, json!({"name": "hp2", "unload": true})));
+    assert_eq!(post(addr, "/v2/models/hp2/infer", infer.clone()).await.status, 404);
+    assert_eq!(post(addr, "/v2/repository/models/hp2/unload", json!({})).await.status, 404);
+
+    // Names that are not a directory of the repository, models that fail to load, file uploads.
+    for (name, status) in [("nope", 404u16), ("..", 400), (".hidden", 400), ("a%2Fb", 400), ("broken", 400)] {
+        let r = post(addr, &format!("/v2/repository/models/{name}/load"), json!({})).await;
+        assert_eq!(r.status, status, "{name}: {}", String::from_utf8_lossy(&r.body));
+        assert!(r.json()["error"].is_string());
+    }
+    let r = post(addr, "/v2/repository/models/hp2/load", json!({"parameters": {"file:1/model.onnx": "AAAA"}})).await;
+    assert_eq!(r.status, 501);
+    // A bundled model unloads too.
+    assert_eq!(post(addr, "/v2/repository/models/iris/unload", json!({})).await.status, 200);
+    // Unloaded, it is known but not ready (its versions are END).
+    let r = get(addr, "/v2/models/iris/ready").await;
+    assert_eq!((r.status, r.json()["ready"].clone()), (503, json!(false)));
+
+    // The same over gRPC.
+    let load = |name: &str| pb::RepositoryModelLoadRequest { model_name: name.into(), ..Default::default() };
+    client.repository_model_load(load("hp2")).await.unwrap();
+    let ready = pb::ModelReadyRequest { name: "hp2".into(), version: String::new() };
+    assert!(client.model_ready(ready.clone()).await.unwrap().into_inner().ready);
+    assert_eq!(client.repository_model_load(load("nope")).await.unwrap_err().code(), tonic::Code::NotFound);
+    assert_eq!(client.repository_model_load(load("../etc")).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let unload = pb::RepositoryModelUnloadRequest { model_name: "hp2".into(), ..Default::default() };
+    client.repository_model_unload(unload).await.unwrap();
+    assert!(!client.model_ready(ready).await.unwrap().into_inner().ready);
+}
+
+#[tokio::test]
+async fn model_control_is_off_unless_enabled() {
+    let repository = Repository::new("off");
+    let (addr, mut client, _stop) = start_controlled(None).await;
+    let r = post(addr, "/v2/repository/models/hp2/load", json!({})).await;
+    assert_eq!(r.status, 403);
+    assert!(r.json()["error"].as_str().unwrap().contains("--model_control_mode=explicit"));
+    assert_eq!(post(addr, "/v2/repository/models/half_plus_two/unload", json!({})).await.status, 403);
+    let load = pb::RepositoryModelLoadRequest { model_name: "hp2".into(), ..Default::default() };
+    assert_eq!(client.repository_model_load(load).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    // The index is read-only and always there.
+    assert_eq!(post(addr, "/v2/repository/index", json!({})).await.status, 200);
+    assert_eq!(get(addr, "/v2/models/half_plus_two/ready").await.status, 200);
+    drop(repository);
+}

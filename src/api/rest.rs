@@ -21,6 +21,7 @@ use crate::explain::{explain, ExplainOptions};
 use crate::memory::RequestBudget;
 use crate::model::{ServableState, VersionChoice, DEFAULT_SIGNATURE};
 use crate::proto::tensorflow::serving as pb;
+use crate::repository::ModelManager;
 use crate::serving::{CallContext, ServingCore};
 use crate::tensor::json::{
     parse_inputs, parse_instances, quote_non_finite, write_outputs, write_predictions, InputBuilders,
@@ -53,11 +54,22 @@ struct Rest {
     core: Arc<ServingCore>,
     /// Settings.
     options: Arc<RestOptions>,
+    /// Loads and unloads models for V2's repository extension.
+    manager: Option<Arc<ModelManager>>,
 }
 
-/// The REST router over `core`.
+/// The REST router over `core`, without model control.
 pub fn router(core: Arc<ServingCore>, options: RestOptions) -> axum::Router {
-    axum::Router::new().fallback(dispatch).with_state(Rest { core, options: Arc::new(options) })
+    router_with_manager(core, options, None)
+}
+
+/// The REST router over `core`, with `manager` for V2's model control (when its flag allows).
+pub fn router_with_manager(
+    core: Arc<ServingCore>,
+    options: RestOptions,
+    manager: Option<Arc<ModelManager>>,
+) -> axum::Router {
+    axum::Router::new().fallback(dispatch).with_state(Rest { core, options: Arc::new(options), manager })
 }
 
 /// Reads a request body, charging each chunk to `budget` as it arrives and refusing past `limit` bytes.
@@ -220,7 +232,12 @@ async fn dispatch(State(rest): State<Rest>, method: Method, uri: Uri, headers: H
     let lead = if v2 { crate::api::v2::rest::body_lead(&headers) } else { 0 };
     let mut response = match read_body(&headers, body, rest.options.max_body_bytes, &budget, lead).await {
         Ok(body) if v2 => {
-            crate::api::v2::rest::route(&rest.core, &rest.options, &method, uri.path(), &headers, body, &budget).await
+            let v2 = crate::api::v2::rest::V2Rest {
+                core: &rest.core,
+                options: &rest.options,
+                manager: rest.manager.as_ref(),
+            };
+            v2.route(&method, uri.path(), &headers, body, &budget).await
         }
         Ok(body) => route(&rest, &method, uri.path(), body, &budget).await,
         Err(e) => error_response(e),

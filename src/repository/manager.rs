@@ -42,6 +42,9 @@ pub struct ManagerOptions {
     pub serving: crate::serving::ServingOptions,
     /// How long an unloading version waits for its in-flight requests before it is let go.
     pub drain_timeout: Duration,
+    /// `--model_repository` with `--model_control_mode=explicit`: the directory whose model
+    /// subdirectories clients may load and unload at run time; `None` = model control is off.
+    pub model_repository: Option<PathBuf>,
 }
 
 impl Default for ManagerOptions {
@@ -213,6 +216,99 @@ impl ModelManager {
                 problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "),
             )),
         }
+    }
+
+    /// True when clients may load and unload models (`--model_control_mode=explicit`).
+    pub fn model_control_enabled(&self) -> bool {
+        self.options.model_repository.is_some()
+    }
+
+    fn model_control_root(&self) -> Result<&Path, ServingError> {
+        self.options.model_repository.as_deref().ok_or_else(|| {
+            ServingError::new(
+                Code::PermissionDenied,
+                "model control is off: start tensorserve with --model_control_mode=explicit and --model_repository",
+            )
+        })
+    }
+
+    /// Model control: serves `name` from `<--model_repository>/<name>` (latest version, `onnx`),
+    /// or re-reads it when it is already there. Blocks until its versions loaded or failed.
+    pub fn load_model(&self, name: &str) -> Result<(), ServingError> {
+        let root = self.model_control_root()?;
+        // One path component of [A-Za-z0-9_.-], not starting with '.': never a path out of the root.
+        config::validate_name("model", name)?;
+        let base = root.join(name);
+        // A symbolic link must not lead out of the repository.
+        let (real_root, real_base) = match (root.canonicalize(), base.canonicalize()) {
+            (Ok(r), Ok(b)) => (r, b),
+            (_, Err(e)) => {
+                return Err(ServingError::not_found(format!("model {name} is not in the model repository: {e}")))
+            }
+            (Err(e), _) => {
+                return Err(ServingError::internal(format!(
+                    "the model repository {} is unreadable: {e}",
+                    root.display()
+                )))
+            }
+        };
+        if !real_base.starts_with(&real_root) || !real_base.is_dir() {
+            return Err(ServingError::invalid_argument(format!(
+                "model {name} is not a directory of the model repository"
+            )));
+        }
+        let mut models: Vec<ModelConfig> = self.lock().models.values().map(|m| m.config.clone()).collect();
+        match models.iter_mut().find(|m| m.name == name) {
+            Some(existing) => existing.base_path = real_base,
+            None => models.push(ModelConfig {
+                name: name.to_string(),
+                base_path: real_base,
+                platform: config::DEFAULT_PLATFORM.to_string(),
+                policy: crate::repository::VersionPolicy::Latest(1),
+                labels: Default::default(),
+            }),
+        }
+        tracing::info!(model = name, "model control: load");
+        // Other models' problems are theirs: this call reports only on `name`.
+        let _ = self.apply(models);
+        let statuses = self.registry.statuses(name).unwrap_or_default();
+        if statuses.iter().any(|s| s.state == ServableState::Available) {
+            return Ok(());
+        }
+        let why = statuses.iter().find_map(|s| s.error.clone());
+        Err(why.unwrap_or_else(|| ServingError::not_found(format!("model {name} has no version directory to load"))))
+    }
+
+    /// Model control: stops serving `name`. Requests in flight finish first (the versions go
+    /// UNLOADING, then END); new ones get NOT_FOUND at once.
+    pub fn unload_model(&self, name: &str) -> Result<(), ServingError> {
+        self.model_control_root()?;
+        let managed = self.lock().models.contains_key(name);
+        if managed {
+            tracing::info!(model = name, "model control: unload");
+            let models: Vec<ModelConfig> =
+                self.lock().models.values().filter(|m| m.config.name != name).map(|m| m.config.clone()).collect();
+            let _ = self.apply(models);
+            return Ok(());
+        }
+        // A model registered in code (the bundled examples) has no config entry to drop.
+        let serving: Vec<i64> = self
+            .registry
+            .statuses(name)
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| s.state == ServableState::Available)
+            .map(|s| s.version)
+            .collect();
+        if serving.is_empty() {
+            return Err(ServingError::not_found(format!("model {name} is not loaded")));
+        }
+        tracing::info!(model = name, "model control: unload");
+        for v in serving {
+            self.unload(name, v);
+        }
+        self.registry.retire(name);
+        Ok(())
     }
 
     /// One poll: re-lists every base path and performs due retries.

@@ -162,7 +162,7 @@ impl GrpcServices {
             cost: DecodeCost::for_tensorserve(),
             max_message_size,
         });
-        let v2 = V2GrpcApi::new(core.clone());
+        let v2 = V2GrpcApi::new(core.clone(), manager.clone());
         let api = GrpcApi::new(core, manager);
         let reporter = HealthReporter::new();
         let health = tonic_health::pb::health_server::HealthServer::new(
@@ -366,7 +366,7 @@ pub async fn serve(
         Some(l) => {
             tracing::info!("REST (TF Serving REST API, KServe V1 and V2) on {}, {on}", l.local_addr()?);
             listener::accept(l, limits.connections, "REST", Refuse::Http503, rest_sinks);
-            Some(crate::api::rest::router(core.clone(), config.rest.clone()))
+            Some(crate::api::rest::router_with_manager(core.clone(), config.rest.clone(), config.manager.clone()))
         }
         None => None,
     };

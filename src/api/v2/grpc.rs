@@ -13,6 +13,7 @@ use crate::memory::RequestBudget;
 use crate::model::ServableState;
 use crate::proto::inference as pb;
 use crate::proto::inference::infer_parameter::ParameterChoice;
+use crate::repository::ModelManager;
 use crate::serving::{CallContext, ServingCore};
 use crate::tensor::v2;
 use crate::tensor::DataType;
@@ -24,12 +25,26 @@ pub use pb::grpc_inference_service_server::GrpcInferenceServiceServer;
 pub struct V2GrpcApi {
     /// The shared request logic.
     core: Arc<ServingCore>,
+    /// Loads and unloads models for the repository extension; `None` when models are fixed in code.
+    manager: Option<Arc<ModelManager>>,
 }
 
 impl V2GrpcApi {
-    /// A front end over `core`.
-    pub fn new(core: Arc<ServingCore>) -> Self {
-        V2GrpcApi { core }
+    /// A front end over `core`, with `manager` for model control.
+    pub fn new(core: Arc<ServingCore>, manager: Option<Arc<ModelManager>>) -> Self {
+        V2GrpcApi { core, manager }
+    }
+}
+
+/// Refuses repository parameters that would hand the server a model config or model files.
+fn check_load_parameters(
+    parameters: &std::collections::BTreeMap<String, pb::ModelRepositoryParameter>,
+) -> Result<(), Status> {
+    match parameters.keys().find(|k| k.as_str() == "config" || k.starts_with("file:")) {
+        Some(k) => Err(Status::unimplemented(format!(
+            "the load parameter {k:?} is not supported: models load from their directory in --model_repository"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -333,16 +348,21 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for V2GrpcApi {
 
     async fn repository_model_load(
         &self,
-        _request: Request<pb::RepositoryModelLoadRequest>,
+        request: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
-        Err(Status::unimplemented("model control is not offered by this server yet"))
+        let r = request.into_inner();
+        check_load_parameters(&r.parameters)?;
+        super::load_model(self.manager.as_ref(), &r.model_name).await.map_err(v2_error)?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
     async fn repository_model_unload(
         &self,
-        _request: Request<pb::RepositoryModelUnloadRequest>,
+        request: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
-        Err(Status::unimplemented("model control is not offered by this server yet"))
+        let r = request.into_inner();
+        super::unload_model(self.manager.as_ref(), &r.model_name).await.map_err(v2_error)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 }
 

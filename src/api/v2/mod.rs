@@ -5,6 +5,7 @@ pub mod grpc;
 pub mod rest;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use crate::memory::RequestBudget;
 use crate::model::{
     Servable, ServableState, Signature, TensorSpec, VersionChoice, CLASSIFY_METHOD_NAME, DEFAULT_SIGNATURE,
 };
+use crate::repository::ModelManager;
 use crate::serving::{CallContext, ServingCore};
 use crate::tensor::v2::{datatype_name, input_datatype};
 use crate::tensor::{DataType, Tensor, TensorData};
@@ -26,7 +28,7 @@ pub const SERVER_NAME: &str = "tensorserve";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The protocol extensions both front ends implement, as server metadata lists them.
-pub const EXTENSIONS: [&str; 3] = ["binary_tensor_data", "classification", "statistics"];
+pub const EXTENSIONS: [&str; 4] = ["binary_tensor_data", "classification", "model_repository", "statistics"];
 
 /// The request parameter naming the signature to run (V2 has none of its own).
 pub const SIGNATURE_PARAMETER: &str = "signature_name";
@@ -372,6 +374,34 @@ fn serving_versions(core: &ServingCore, name: &str) -> Vec<Servable> {
         .filter(|s| s.state == ServableState::Available)
         .filter_map(|s| core.resolve(name, &VersionChoice::Specific(s.version)).ok())
         .collect()
+}
+
+/// Model control: loads `name` from the model repository, off the async workers (loading reads
+/// files and may compile a model).
+pub async fn load_model(manager: Option<&Arc<ModelManager>>, name: &str) -> Result<(), ServingError> {
+    let manager = control(manager)?;
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || manager.load_model(&name))
+        .await
+        .map_err(|e| ServingError::internal(format!("model load failed: {e}")))?
+}
+
+/// Model control: unloads `name`; requests in flight finish first.
+pub async fn unload_model(manager: Option<&Arc<ModelManager>>, name: &str) -> Result<(), ServingError> {
+    let manager = control(manager)?;
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || manager.unload_model(&name))
+        .await
+        .map_err(|e| ServingError::internal(format!("model unload failed: {e}")))?
+}
+
+fn control(manager: Option<&Arc<ModelManager>>) -> Result<Arc<ModelManager>, ServingError> {
+    manager.filter(|m| m.model_control_enabled()).cloned().ok_or_else(|| {
+        ServingError::new(
+            Code::PermissionDenied,
+            "model control is off: start tensorserve with --model_control_mode=explicit and --model_repository",
+        )
+    })
 }
 
 /// The gRPC status of an error under V2's mapping (KServe's interceptor, Triton's codes).

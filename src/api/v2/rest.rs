@@ -18,6 +18,7 @@ use crate::api::rest::{error_response, json_response, percent_decode, RestOption
 use crate::core::statistics::Counted;
 use crate::error::{ErrorKind, ServingError};
 use crate::memory::RequestBudget;
+use crate::repository::ModelManager;
 use crate::serving::{CallContext, ServingCore};
 use crate::tensor::v2;
 use crate::tensor::DataType;
@@ -43,19 +44,30 @@ fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ServingError> {
         .ok_or_else(|| ServingError::invalid_argument(format!("the {HEADER_LENGTH} header must be a byte count")))
 }
 
-/// Serves one `/v2...` request; `path` is the full path.
-pub async fn route(
-    core: &Arc<ServingCore>,
-    options: &RestOptions,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: Bytes,
-    budget: &Arc<RequestBudget>,
-) -> Response {
-    match serve(core, options, method, path, headers, body, budget).await {
-        Ok(r) => r,
-        Err(e) => error_response(e),
+/// What the V2 routes need of the REST front end.
+pub struct V2Rest<'a> {
+    /// The shared request logic.
+    pub core: &'a Arc<ServingCore>,
+    /// REST settings (timeout).
+    pub options: &'a RestOptions,
+    /// Model control, when the server has a manager.
+    pub manager: Option<&'a Arc<ModelManager>>,
+}
+
+impl V2Rest<'_> {
+    /// Serves one `/v2...` request; `path` is the full path.
+    pub async fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        budget: &Arc<RequestBudget>,
+    ) -> Response {
+        match serve(self, method, path, headers, body, budget).await {
+            Ok(r) => r,
+            Err(e) => error_response(e),
+        }
     }
 }
 
@@ -64,14 +76,14 @@ fn ok_json(value: serde_json::Value) -> Response {
 }
 
 async fn serve(
-    core: &Arc<ServingCore>,
-    options: &RestOptions,
+    v2: &V2Rest<'_>,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
     body: Bytes,
     budget: &Arc<RequestBudget>,
 ) -> Result<Response, ServingError> {
+    let (core, options) = (v2.core, v2.options);
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
     let malformed = || ServingError::invalid_argument(format!("Malformed request: {method} {path}"));
     let get = method == Method::GET;
@@ -104,8 +116,21 @@ async fn serve(
                 .collect();
             Ok(ok_json(serde_json::Value::Array(index)))
         }
-        ["repository", "models", _, "load" | "unload"] if post => {
-            Err(ServingError::unimplemented("model control is not offered by this server yet"))
+        ["repository", "models", name, verb @ ("load" | "unload")] if post => {
+            let name = percent_decode(name);
+            let parameters = serde_json::from_slice::<LoadBody>(&body).map(|b| b.parameters).unwrap_or_default();
+            if let Some(k) = parameters.keys().find(|k| k.as_str() == "config" || k.starts_with("file:")) {
+                return Err(ServingError::unimplemented(format!(
+                    "the load parameter {k:?} is not supported: models load from their directory in --model_repository"
+                )));
+            }
+            if *verb == "load" {
+                super::load_model(v2.manager, &name).await?;
+                Ok(ok_json(json!({"name": name, "load": true})))
+            } else {
+                super::unload_model(v2.manager, &name).await?;
+                Ok(ok_json(json!({"name": name, "unload": true})))
+            }
         }
         ["models", name, rest @ ..] => {
             let name = percent_decode(name);
@@ -171,6 +196,13 @@ fn statistics(core: &ServingCore, name: &str, version: &str) -> Result<Response,
         })
         .collect();
     Ok(ok_json(json!({"model_stats": stats})))
+}
+
+/// A load or unload body: only the parameter names are looked at.
+#[derive(Deserialize, Default)]
+struct LoadBody {
+    #[serde(default)]
+    parameters: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 /// `POST /v2/repository/index`'s optional body.
