@@ -162,12 +162,8 @@ pub async fn model_infer(
             ..Default::default()
         };
         if answer_raw {
-            let bytes = v2::into_raw(tensor);
-            output.parameters.insert(
-                "binary_data_size".to_string(),
-                pb::InferParameter { parameter_choice: Some(ParameterChoice::Int64Param(bytes.len() as i64)) },
-            );
-            response.raw_output_contents.push(bytes);
+            // Like Triton, no per-output `binary_data_size`: raw_output_contents[i] is outputs[i].
+            response.raw_output_contents.push(v2::into_raw(tensor));
         } else {
             output.contents = v2::to_contents(&tensor);
         }
