@@ -297,8 +297,21 @@ V = {"1": 0, "2": 1, "3": 2, "123": 3}
 L = {"stable": 0, "canary": 1, "gone": 2, "st%61ble": 3}
 
 
+# Indices into V2_TEMPLATES, from byte 128.
+T2 = {name: 128 + i for i, name in enumerate([
+    "v2_infer", "v2_v_infer", "v2_bin", "v2_l_bin", "v2_metadata", "v2_v_ready", "v2_stats", "v2_health", "v2_index",
+    "v2_load"])}
+
+
 def rest(template, model="fuzz", body="", version="1", label="stable", strict=False):
     fill = M[model] | V[version] << 3 | L[label] << 5 | (0x80 if strict else 0)
+    if template in T2:
+        if not isinstance(body, (str, bytes)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        write("rest", bytes([T2[template], fill]) + body)
+        return
     if not isinstance(body, (str, bytes)):
         body = json.dumps(body)
     if isinstance(body, str):
@@ -320,7 +333,47 @@ def grpc_stack_seeds():
     write("grpc_stack", bytes([5, 0]) + b"\0\0\0\0\0")  # an empty message
 
 
+def v2_binary(header, raw):
+    header = json.dumps(header).encode()
+    return struct.pack("<H", len(header)) + header + raw
+
+
+def rest_v2_seeds():
+    # tests/v2.rs: JSON and binary infer over the fixture's all_types signature and half_plus_two.
+    x = {"name": "x", "shape": [2, 1], "datatype": "FP32", "data": [[1], [2]]}
+    rest("v2_infer", "half_plus_two", {"id": "7", "inputs": [x], "outputs": [{"name": "y"}]})
+    rest("v2_v_infer", "half_plus_two", {"inputs": [x]}, version="123")
+    rest("v2_infer", "iris", {"inputs": [{"name": n, "shape": [1, 1], "datatype": "FP32", "data": [1]} for n in
+                                         ["sepal_length", "sepal_width", "petal_length", "petal_width"]],
+                              "outputs": [{"name": "scores", "parameters": {"classification": 2}}]})
+    v2_types = {"float": "FP32", "double": "FP64", "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
+                "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64", "bool": "BOOL",
+                "string": "BYTES"}
+    inputs = [{"name": k, "shape": [1], "datatype": t, "data": ["a"] if t == "BYTES" else [True] if t == "BOOL" else [1]}
+              for k, t in v2_types.items()]
+    rest("v2_infer", body={"parameters": {"signature_name": "all_types", "binary_data_output": True}, "inputs": inputs})
+    raw = struct.pack("<ff", 1.5, 2.5)
+    rest("v2_bin", "half_plus_two", v2_binary(
+        {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}],
+         "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}, raw))
+    rest("v2_l_bin", "half_plus_two", v2_binary(
+        {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}, raw))
+    strings = b"".join(struct.pack("<I", len(s)) + s for s in [b"ab", b""])
+    rest("v2_bin", "fuzz", v2_binary(
+        {"parameters": {"signature_name": "all_types"},
+         "inputs": [{"name": "string", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(strings)}}]},
+        strings))
+    rest("v2_bin", "fuzz", v2_binary(
+        {"parameters": {"signature_name": "half_types", "binary_data_output": True},
+         "inputs": [{"name": "half", "shape": [1], "datatype": "FP16", "parameters": {"binary_data_size": 2}}]}, b"\x00\x3c"))
+    for path in ["v2_metadata", "v2_v_ready", "v2_stats", "v2_health"]:
+        rest(path, "half_plus_two")
+    rest("v2_index", body={"ready": True})
+    rest("v2_load", "half_plus_two", {})
+
+
 def rest_seeds():
+    rest_v2_seeds()
     # tests/rest.rs and the README, on half_plus_two.
     for body in ['{"instances": [2, 3, 4]}', '{"inputs": [2, 3, 4]}', '{"instances": [[1.0, 2.0], [3.0, 4.0]]}',
                  '{"signature_name": "serving_default", "instances": [[2.0]]}', '{"instances": [NaN, Infinity, -Infinity]}',
