@@ -115,6 +115,10 @@ pub struct Flags {
     #[arg(long = "request_memory_budget_bytes", default_value_t = crate::memory::DEFAULT_REQUEST_BUDGET)]
     pub request_memory_budget_bytes: usize,
 
+    /// Most pixels (width x height) one encoded image may declare; larger ones are refused from the header.
+    #[arg(long = "max_image_pixels", default_value_t = crate::tensor::image::DEFAULT_MAX_IMAGE_PIXELS)]
+    pub max_image_pixels: u64,
+
     /// Most memory all requests in flight may hold together, in bytes (0 = half of the memory the process may use).
     #[arg(long = "max_in_flight_memory_bytes", default_value_t = 0)]
     pub max_in_flight_memory_bytes: usize,
@@ -310,6 +314,7 @@ impl Flags {
             tensor_content_output: f.enable_serialization_as_tensor_content,
             decode_limits,
             signature_method_name_check: f.enable_signature_method_name_check,
+            max_image_pixels: f.max_image_pixels,
             memory: MemoryLimits {
                 per_request: f.request_memory_budget_bytes,
                 in_flight: if f.max_in_flight_memory_bytes == 0 {

@@ -61,7 +61,11 @@ fn run() -> Result<(), server::BoxError> {
             (repository::config::single_model(name, base).map_err(|e| e.message)?, None)
         }
         ModelSource::Bundled => {
-            tensorserve::examples::register_bundled_with(&registry, &OnnxLoader::new(config.onnx_engine))?;
+            tensorserve::examples::register_bundled_limited(
+                &registry,
+                &OnnxLoader::new(config.onnx_engine),
+                config.serve.serving.max_image_pixels,
+            )?;
             tracing::info!(
                 "no --model_base_path or --model_config_file: serving the bundled examples {:?}",
                 registry.model_names()

@@ -28,6 +28,8 @@ pub struct ServingOptions {
     pub signature_method_name_check: bool,
     /// The memory budget of one request and the limit over all requests in flight.
     pub memory: MemoryLimits,
+    /// Most pixels one encoded image may declare (`--max_image_pixels`).
+    pub max_image_pixels: u64,
 }
 
 impl Default for ServingOptions {
@@ -156,6 +158,8 @@ impl ServingCore {
     /// model). The outputs are charged to `budget` before the caller encodes them.
     pub async fn predict(&self, call: PredictCall<'_>, budget: &RequestBudget) -> Result<TensorMap, ServingError> {
         let PredictCall { servable, signature_name, inputs, outputs, deadline, origin, .. } = call;
+        let held = servable.model.reserve(signature_name, &inputs)?;
+        budget.charge(held, || "the model's working memory".to_string())?;
         let job = Job { signature: signature_name.to_string(), inputs, outputs, deadline, origin };
         let (outputs, _outcome) = servable.runtime.run(job).await?;
         budget.charge(outputs.values().map(Tensor::held_bytes).sum(), || "the model's outputs".to_string())?;

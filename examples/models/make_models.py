@@ -8,8 +8,14 @@ Writes, next to this file:
   digits_mlp/1/model.onnx       a 64-32-10 MLP trained here on scikit-learn's bundled 8x8 digits
                                 (x float32 [N, 64], pixels / 16) -> scores [N, 10] softmax, classes int64 [N]
   digits_mlp/sample_inputs.json eight held-out digits with their labels
+  digits_image/1/               KServe's image-classifier contract on the same digits: model.onnx takes
+                                image float32 [N, 8, 8, 1] (pixels / 255) and key string [N], answers
+                                scores [N, 10], prediction int64 [N], key [N]; image_inputs.pbtxt makes
+                                `image_bytes` (encoded JPEG/PNG) fill `image`; signatures.pbtxt names them
+  digits_image/samples/         held-out digits as PNG and JPEG files of several sizes, and input.json
+                                in KServe's sample format ({"instances": [{"image_bytes": {"b64"}, "key"}]})
 
-Run from the repository root: `pip install onnx numpy scikit-learn && python examples/models/make_models.py`.
+Run from the repository root: `pip install onnx numpy scikit-learn pillow && python examples/models/make_models.py`.
 Deterministic (fixed seeds). Not needed to build or test the project: the .onnx files are committed.
 """
 import json
@@ -133,7 +139,105 @@ def digits_mlp():
         json.dump(sample, f)
 
 
+def digit_picture(row, size):
+    """One 8x8 digit (0..16 ink) as a white-on-black greyscale picture of size x size pixels."""
+    from PIL import Image
+
+    pixels = np.clip(np.round(row.reshape(8, 8) / 16.0 * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels, "L").resize((size, size), Image.NEAREST)
+
+
+def server_view(picture):
+    """What the server feeds the model for a picture: bilinear resize to 8x8, pixels / 255."""
+    from PIL import Image
+
+    small = picture.convert("L").resize((8, 8), Image.BILINEAR)
+    return np.asarray(small, np.float32).reshape(8, 8, 1) / 255.0
+
+
+def digits_image():
+    import base64
+    import io
+
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    digits = load_digits()
+    train_rows, test_rows, y_train, y_test = train_test_split(digits.data, digits.target, test_size=0.25, random_state=0)
+    # Trained on what the server makes of pictures of several sizes, so any of them classifies.
+    sizes = (8, 16, 28, 32, 64)
+    x = np.concatenate([[server_view(digit_picture(r, s)).ravel() for r in train_rows] for s in sizes])
+    y = np.concatenate([y_train] * len(sizes))
+    clf = MLPClassifier(hidden_layer_sizes=(64,), activation="relu", max_iter=800, random_state=0)
+    clf.fit(x, y)
+    for s in sizes:
+        xt = np.array([server_view(digit_picture(r, s)).ravel() for r in test_rows])
+        print("digits_image test accuracy at %dx%d: %.4f" % (s, s, clf.score(xt, y_test)))
+
+    w1, w2 = (w.astype(np.float32) for w in clf.coefs_)
+    b1, b2 = (b.astype(np.float32) for b in clf.intercepts_)
+    inits = [numpy_helper.from_array(v, n) for v, n in [(w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2")]]
+    inits.append(numpy_helper.from_array(np.array([-1, 64], np.int64), "flat"))
+    nodes = [
+        helper.make_node("Reshape", ["image", "flat"], ["x"]),
+        helper.make_node("MatMul", ["x", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h"]),
+        helper.make_node("MatMul", ["h", "w2"], ["l0"]),
+        helper.make_node("Add", ["l0", "b2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
+        helper.make_node("ArgMax", ["logits"], ["prediction"], axis=1, keepdims=0),
+        # The client's key comes back with its answer (KServe's sample passes it through the graph).
+        helper.make_node("Identity", ["key"], ["key_out"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "digits_image",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 8, 8, 1]),
+         helper.make_tensor_value_info("key", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 10]),
+         helper.make_tensor_value_info("prediction", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("key_out", TensorProto.STRING, ["N"])],
+        inits)
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="tensorserve-examples")
+    model.ir_version = 8
+    save(model, "digits_image", "1", "model.onnx")
+
+    # Held-out samples the model gets right, as files and in KServe's request format.
+    out = os.path.join(HERE, "digits_image", "samples")
+    os.makedirs(out, exist_ok=True)
+    instances, picked = [], 0
+    for row, label in zip(test_rows, y_test):
+        if picked == 4:
+            break
+        size, fmt = [(28, "png"), (64, "jpeg"), (8, "png"), (32, "jpeg")][picked]
+        picture = digit_picture(row, size)
+        buf = io.BytesIO()
+        picture.save(buf, format=fmt.upper(), **({"quality": 95} if fmt == "jpeg" else {}))
+        data = buf.getvalue()
+        view = server_view(Image_open(data))
+        if clf.predict(view.reshape(1, -1))[0] != label:
+            continue
+        name = "%d_%s_%dx%d.%s" % (picked, label, size, size, "jpg" if fmt == "jpeg" else "png")
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+        instances.append({"image_bytes": {"b64": base64.b64encode(data).decode()}, "key": str(picked + 1)})
+        print("sample", name, "label", label)
+        picked += 1
+    with open(os.path.join(out, "input.json"), "w") as f:
+        json.dump({"instances": instances}, f)
+
+
+def Image_open(data):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data))
+
+
 if __name__ == "__main__":
     half_plus_two()
     iris()
     digits_mlp()
+    digits_image()

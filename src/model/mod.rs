@@ -1,5 +1,6 @@
 //! What a servable model is ([`Model`], [`Signature`]) and where they live ([`ModelRegistry`]).
 
+pub mod images;
 mod registry;
 mod signature_def;
 
@@ -104,6 +105,13 @@ pub trait Model: Send + Sync + 'static {
     /// graph does not declare); the server then runs it on the blocking pool, never on the reactor.
     fn is_prepared_for(&self, _signature: &str, _inputs: &TensorMap) -> bool {
         true
+    }
+
+    /// Memory a run on `inputs` will hold beyond the inputs themselves, known before the
+    /// request is queued; it is charged to the request's budget. An error refuses the request
+    /// (an encoded image too large, say) before anything is allocated.
+    fn reserve(&self, _signature: &str, _inputs: &TensorMap) -> Result<usize, ServingError> {
+        Ok(0)
     }
 
     /// Importance scores per instance (one list per batch row) for REST `:explain`.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::batching::{self, BATCHING_PARAMS_FILE};
 use super::config::{self, ModelConfig};
+use super::image_inputs;
 use super::limits;
 use super::platform::Platforms;
 use super::warmup;
@@ -506,7 +507,7 @@ impl ModelManager {
             .get(platform)
             .ok_or_else(|| ServingError::internal(format!("unknown platform {platform}")))?;
         let options = self.executor_options_for(dir)?;
-        let model = platform.load(dir)?;
+        let model = image_inputs::wrap_from_dir(platform.load(dir)?, dir, self.options.serving.max_image_pixels)?;
         let runtime = Executor::new(name, version, model, &options);
         if self.options.enable_warmup {
             if let Some(file) = warmup::warmup_file(dir) {

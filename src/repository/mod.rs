@@ -3,6 +3,7 @@
 
 pub mod batching;
 pub mod config;
+pub mod image_inputs;
 pub mod limits;
 pub mod manager;
 pub mod platform;

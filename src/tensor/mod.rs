@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod example;
+pub mod image;
 pub mod json;
 pub mod proto;
 pub mod v2;
