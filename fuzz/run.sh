@@ -18,7 +18,7 @@ set -euo pipefail
 
 FUZZ_DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$FUZZ_DIR")
-ALL=(tensor_proto predict decode_cost grpc_stack rest tf_example model_config signature_defs warmup_records onnx_graph)
+ALL=(tensor_proto predict decode_cost grpc_stack rest tf_example model_config signature_defs warmup_records onnx_graph image_decode)
 TOOLCHAIN=${FUZZ_TOOLCHAIN:-nightly}
 SANITIZER=${FUZZ_SANITIZER:-none}
 NICE=${FUZZ_NICE:-19}

@@ -162,7 +162,10 @@ async fn status_metadata_list_and_ready() {
     let (s, v) = json_call(addr, "GET", "/v1/models/half_plus_two/versions/123", None).await;
     assert_eq!((s, v["ready"].clone()), (200, json!(true)));
     let (s, v) = json_call(addr, "GET", "/v1/models", None).await;
-    assert_eq!((s, v), (200, json!({"models": ["digits_mlp", "half_plus_two", "iris", "linear", "loading", "named"]})));
+    assert_eq!(
+        (s, v),
+        (200, json!({"models": ["digits_image", "digits_mlp", "half_plus_two", "iris", "linear", "loading", "named"]}))
+    );
     let (s, v) = json_call(addr, "GET", "/v1/models/half_plus_two/metadata", None).await;
     assert_eq!(s, 200);
     assert_eq!(v["model_spec"], json!({"name": "half_plus_two", "signature_name": "", "version": "123"}));

@@ -87,7 +87,11 @@ fn resolve(decl: &ts::ImageInput, signature: &Signature) -> Result<ImageSpec, St
         Layout::Nchw => (dims[1], dims[2], dims[0]),
     };
     if c != -1 && c != color.channels() as i64 {
-        return Err(format!("the model input has {c} channels; {:?} images have {}", decl.color(), color.channels()));
+        return Err(format!(
+            "the model input has {c} channels; {} images have {}",
+            decl.color().as_str_name(),
+            color.channels()
+        ));
     }
     let side = |model: i64, declared: i32, what: &str| -> Result<u32, String> {
         match (model, declared) {
@@ -137,4 +141,74 @@ fn resolve(decl: &ts::ImageInput, signature: &Signature) -> Result<ImageSpec, St
         mean: decl.mean.clone(),
         std: decl.std.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{TensorMap, TensorSpec};
+
+    /// A model with one signature whose input `image` has `shape` and `dtype`.
+    struct Pixels(BTreeMap<String, Signature>);
+
+    impl Model for Pixels {
+        fn signatures(&self) -> &BTreeMap<String, Signature> {
+            &self.0
+        }
+        fn run(&self, _: &str, inputs: TensorMap, _: &[String]) -> Result<TensorMap, ServingError> {
+            Ok(inputs)
+        }
+    }
+
+    fn model(dtype: DataType, shape: &[i64]) -> Arc<dyn Model> {
+        let sig = Signature::predict(
+            [("image".to_string(), TensorSpec::new("image", dtype, shape))],
+            [("out".to_string(), TensorSpec::new("out", DataType::Float, &[-1]))],
+        );
+        Arc::new(Pixels(BTreeMap::from([("serving_default".to_string(), sig)])))
+    }
+
+    fn err(dtype: DataType, shape: &[i64], text: &str) -> String {
+        match wrap(model(dtype, shape), text, "f", 100) {
+            Ok(_) => panic!("{text} was accepted"),
+            Err(e) => e.message,
+        }
+    }
+
+    #[test]
+    fn a_declared_input_takes_strings() {
+        let m = wrap(
+            model(DataType::Float, &[-1, 8, 8, 1]),
+            r#"input { model_input: "image" alias: "image_bytes" color: GRAYSCALE }"#,
+            "f",
+            100,
+        )
+        .unwrap();
+        let sig = &m.signatures()["serving_default"];
+        assert_eq!(sig.inputs.keys().collect::<Vec<_>>(), ["image_bytes"]);
+        assert_eq!(sig.inputs["image_bytes"], TensorSpec::new("image", DataType::String, &[-1]));
+    }
+
+    #[test]
+    fn declarations_are_checked_against_the_model() {
+        let f = DataType::Float;
+        assert!(err(f, &[-1, 8, 8, 1], r#"input { model_input: "nope" }"#).contains("no signature has that input"));
+        assert!(err(f, &[-1, 8, 8, 1], r#"input { model_input: "image" }"#).contains("1 channels; RGB images have 3"));
+        assert!(err(f, &[-1, 64], r#"input { model_input: "image" }"#).contains("image inputs fill 4-D tensors"));
+        assert!(
+            err(f, &[-1, -1, -1, 3], r#"input { model_input: "image" }"#).contains("height is not fixed; declare it")
+        );
+        assert!(err(f, &[-1, 8, 8, 3], r#"input { model_input: "image" height: 9 }"#)
+            .contains("height 9 is declared but the model's is 8"));
+        assert!(err(f, &[-1, 8, 8, 3], r#"input { model_input: "image" mean: [1, 2] }"#).contains("mean has 2 values"));
+        assert!(err(f, &[-1, 8, 8, 3], r#"input { model_input: "image" std: 0 }"#).contains("std must not be 0"));
+        assert!(err(DataType::UInt8, &[-1, 8, 8, 3], r#"input { model_input: "image" scale: 2 }"#)
+            .contains("DT_FLOAT inputs only"));
+        assert!(
+            err(DataType::Int32, &[-1, 8, 8, 3], r#"input { model_input: "image" }"#).contains("DT_FLOAT or DT_UINT8")
+        );
+        assert!(err(f, &[-1, 3, 8, 8], r#"input { model_input: "image" layout: NCHW bogus: 1 }"#).contains("bogus"));
+    }
 }

@@ -7,7 +7,7 @@
 use std::io::Cursor;
 
 use bytes::Bytes;
-use image::imageops::FilterType;
+pub use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Pixel};
 
 use crate::error::ServingError;

@@ -339,3 +339,27 @@ def test_pixel_limit_flag(tmp_path):
         assert "more than the limit of 1000" in e.value.details()
     finally:
         s.stop()
+
+
+def test_batched_image_requests(tmp_path):
+    params = tmp_path / "batching.pbtxt"
+    params.write_text("max_batch_size { value: 16 } batch_timeout_micros { value: 20000 } "
+                      "max_enqueued_batches { value: 64 } num_batch_threads { value: 1 }")
+    s = Server("--enable_batching", f"--batching_parameters_file={params}", rest=True)
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+        files = sample_files()
+        images = {f: open(os.path.join(SAMPLES, f), "rb").read() for f in files}
+
+        def one(i):
+            f = files[i % len(files)]
+            resp = grpc_predict(s.address, "digits_image",
+                                {"image_bytes": string_tensor([images[f]]), "key": string_tensor([b"%d" % i])})
+            return f, i, list(resp.outputs["prediction"].int64_val), list(resp.outputs["key"].string_val)
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(one, range(64)))
+        for f, i, prediction, key in answers:
+            assert prediction == [label_of(f)] and key == [b"%d" % i]
+    finally:
+        s.stop()
