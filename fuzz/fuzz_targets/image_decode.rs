@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tensorserve::tensor::image::{decode_batch, decode_cost, Color, FilterType, ImageSpec, Layout, Resize};
+use tensorserve::tensor::image::{decode_batch, decode_cost, Color, Filter, ImageSpec, Layout, Resize};
 use tensorserve::tensor::DataType;
 
 /// Small enough that a fuzzed header cannot make the decoder allocate much.
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         width: 3 + u32::from(knobs >> 4 & 1) * 5,
         color: [Color::Rgb, Color::Bgr, Color::Grayscale, Color::Rgb][usize::from(knobs >> 1 & 3)],
         resize: if knobs & 8 == 0 { Resize::Stretch } else { Resize::CenterCrop },
-        filter: FilterType::Triangle,
+        filter: Filter::Bilinear,
         dtype: if knobs & 16 == 0 { DataType::Float } else { DataType::UInt8 },
         scale: 1.0 / 255.0,
         mean: vec![0.5],

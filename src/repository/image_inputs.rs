@@ -5,13 +5,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use image::imageops::FilterType;
-
 use crate::error::ServingError;
 use crate::model::images::{ImageInput, ImageInputModel};
 use crate::model::{Model, Signature};
 use crate::proto::tensorserve as ts;
-use crate::tensor::image::{Color, ImageSpec, Layout, Resize};
+use crate::tensor::image::{Color, Filter, ImageSpec, Layout, Resize};
 use crate::tensor::DataType;
 
 /// The image inputs file, read whenever a version directory has one.
@@ -120,10 +118,10 @@ fn resolve(decl: &ts::ImageInput, signature: &Signature) -> Result<ImageSpec, St
         return Err("scale, mean and std apply to DT_FLOAT inputs only".into());
     }
     let filter = match decl.filter() {
-        ts::image_input::Filter::Bilinear => FilterType::Triangle,
-        ts::image_input::Filter::Nearest => FilterType::Nearest,
-        ts::image_input::Filter::Bicubic => FilterType::CatmullRom,
-        ts::image_input::Filter::Lanczos3 => FilterType::Lanczos3,
+        ts::image_input::Filter::Bilinear => Filter::Bilinear,
+        ts::image_input::Filter::Nearest => Filter::Nearest,
+        ts::image_input::Filter::Bicubic => Filter::Bicubic,
+        ts::image_input::Filter::Lanczos3 => Filter::Lanczos3,
     };
     let resize = match decl.resize() {
         ts::image_input::Resize::Stretch => Resize::Stretch,

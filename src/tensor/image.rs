@@ -7,7 +7,8 @@
 use std::io::Cursor;
 
 use bytes::Bytes;
-pub use image::imageops::FilterType;
+use fast_image_resize::images::ImageRef;
+use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Pixel};
 
 use crate::error::ServingError;
@@ -56,6 +57,32 @@ pub enum Resize {
     CenterCrop,
 }
 
+/// The resampling filter; all but nearest widen with the scale when shrinking (antialiasing),
+/// as Pillow's do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Triangle (linear) weights.
+    Bilinear,
+    /// The nearest source pixel.
+    Nearest,
+    /// Catmull-Rom cubic weights.
+    Bicubic,
+    /// Lanczos windowed sinc, 3 lobes.
+    Lanczos3,
+}
+
+impl Filter {
+    fn algorithm(self) -> ResizeAlg {
+        use fast_image_resize::FilterType as F;
+        match self {
+            Filter::Bilinear => ResizeAlg::Convolution(F::Bilinear),
+            Filter::Nearest => ResizeAlg::Nearest,
+            Filter::Bicubic => ResizeAlg::Convolution(F::CatmullRom),
+            Filter::Lanczos3 => ResizeAlg::Convolution(F::Lanczos3),
+        }
+    }
+}
+
 /// What one model input is filled with: size, channels, element type and normalisation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageSpec {
@@ -70,7 +97,7 @@ pub struct ImageSpec {
     /// Stretch or centre crop.
     pub resize: Resize,
     /// The resampling filter (bilinear by default).
-    pub filter: FilterType,
+    pub filter: Filter,
     /// `DT_FLOAT` (normalised) or `DT_UINT8` (raw pixels).
     pub dtype: DataType,
     /// Pixels are multiplied by this before the mean is taken off (float only).
@@ -202,58 +229,56 @@ fn write_pixels<P, T>(
 {
     let (tw, th) = (spec.width, spec.height);
     let (w, h) = img.dimensions();
-    // Centre crop resizes so the image covers the target, then takes the middle: the filter
-    // sees the pixels just outside the window, as Pillow's ImageOps.fit and torchvision do.
-    let (rw, rh) = match spec.resize {
-        Resize::Stretch => (tw, th),
-        Resize::CenterCrop => cover(w, h, tw, th),
-    };
-    let resized;
-    let (pixels, stride): (&[u8], usize) = if (rw, rh) == (w, h) {
-        (img.as_raw(), w as usize)
-    } else {
-        resized = image::imageops::resize(img, rw, rh, spec.filter);
-        (resized.as_raw(), rw as usize)
-    };
-    let (x0, y0) = (((rw - tw) / 2) as usize, ((rh - th) / 2) as usize);
     let channels = spec.color.channels();
+    let resized;
+    let pixels: &[u8] = if (w, h) == (tw, th) {
+        img.as_raw()
+    } else {
+        let pixel_type = if channels == 1 { PixelType::U8 } else { PixelType::U8x3 };
+        let mut options = ResizeOptions::new().resize_alg(spec.filter.algorithm());
+        if spec.resize == Resize::CenterCrop {
+            let (x, y, cw, ch) = center_crop(w, h, tw, th);
+            options = options.crop(x, y, cw, ch);
+        }
+        let mut dst = fast_image_resize::images::Image::new(tw, th, pixel_type);
+        let src = ImageRef::new(w, h, img.as_raw(), pixel_type).expect("a decoded buffer holds w x h pixels");
+        Resizer::new().resize(&src, &mut dst, &options).expect("source and target have the same pixel type");
+        resized = dst.into_vec();
+        &resized
+    };
     let (tw, th) = (tw as usize, th as usize);
-    let row = |y: usize| &pixels[((y0 + y) * stride + x0) * channels..][..tw * channels];
     // BGR reverses the decoder's RGB order.
     let source_channel = |c: usize| if spec.color == Color::Bgr { 2 - c } else { c };
     match spec.layout {
         Layout::Nhwc => {
-            for (y, line) in out.chunks_exact_mut(tw * channels).enumerate().take(th) {
-                for (dst, src) in line.chunks_exact_mut(channels).zip(row(y).chunks_exact(channels)) {
-                    for (c, d) in dst.iter_mut().enumerate() {
-                        *d = value(src[source_channel(c)], c);
-                    }
+            for (dst, src) in out.chunks_exact_mut(channels).zip(pixels.chunks_exact(channels)) {
+                for (c, d) in dst.iter_mut().enumerate() {
+                    *d = value(src[source_channel(c)], c);
                 }
             }
         }
         Layout::Nchw => {
             for (c, plane) in out.chunks_exact_mut(tw * th).enumerate() {
                 let sc = source_channel(c);
-                for (y, line) in plane.chunks_exact_mut(tw).enumerate() {
-                    for (d, src) in line.iter_mut().zip(row(y).chunks_exact(channels)) {
-                        *d = value(src[sc], c);
-                    }
+                for (d, src) in plane.iter_mut().zip(pixels.chunks_exact(channels)) {
+                    *d = value(src[sc], c);
                 }
             }
         }
     }
 }
 
-/// The smallest size of a `w` x `h` image, aspect kept, that covers `tw` x `th`.
-fn cover(w: u32, h: u32, tw: u32, th: u32) -> (u32, u32) {
-    let (w64, h64, tw64, th64) = (u64::from(w), u64::from(h), u64::from(tw), u64::from(th));
-    if w64 * th64 > h64 * tw64 {
-        // Wider than the target: the height fits, the width overhangs.
-        let rw = (w64 * th64 + h64 / 2) / h64;
-        (rw.clamp(tw64, u64::from(u32::MAX)) as u32, th)
+/// The largest centred `(x, y, width, height)` region of a `w` x `h` image with the aspect of
+/// `tw` x `th`, in fractional pixels (the resampler reads the pixels just outside it, as
+/// Pillow's `ImageOps.fit` does).
+fn center_crop(w: u32, h: u32, tw: u32, th: u32) -> (f64, f64, f64, f64) {
+    let (w, h, target) = (f64::from(w), f64::from(h), f64::from(tw) / f64::from(th));
+    if w / h >= target {
+        let cw = h * target;
+        ((w - cw) / 2.0, 0.0, cw, h)
     } else {
-        let rh = (h64 * tw64 + w64 / 2) / w64;
-        (tw, rh.clamp(th64, u64::from(u32::MAX)) as u32)
+        let ch = w / target;
+        (0.0, (h - ch) / 2.0, w, ch)
     }
 }
 
@@ -266,18 +291,7 @@ pub fn decode_cost(alias: &str, spec: &ImageSpec, images: &[Bytes], max_pixels: 
         let p = probe(bytes, max_pixels).map_err(|reason| image_error(alias, i, &reason))?;
         let pixels = u64::from(p.width) * u64::from(p.height);
         let channels = spec.color.channels() as u64;
-        let resized = match spec.resize {
-            Resize::Stretch => spec.values_per_image() as u64,
-            // EXIF rotation may swap the sides, so the larger of both covers is charged.
-            Resize::CenterCrop => [(p.width, p.height), (p.height, p.width)]
-                .iter()
-                .map(|&(w, h)| {
-                    let (rw, rh) = cover(w, h, spec.width, spec.height);
-                    u64::from(rw) * u64::from(rh) * channels
-                })
-                .max()
-                .unwrap_or(0),
-        };
+        let resized = spec.values_per_image() as u64;
         let working = p.decoded_bytes.saturating_add(pixels * channels).saturating_add(resized);
         largest = largest.max(working);
     }
@@ -386,7 +400,7 @@ mod tests {
             width: 2,
             color,
             resize: Resize::Stretch,
-            filter: FilterType::Triangle,
+            filter: Filter::Bilinear,
             dtype,
             scale: 1.0,
             mean: vec![],
@@ -436,15 +450,14 @@ mod tests {
     }
 
     #[test]
-    fn center_crop_covers_the_target() {
-        assert_eq!(cover(400, 200, 100, 100), (200, 100));
-        assert_eq!(cover(200, 400, 100, 100), (100, 200));
-        assert_eq!(cover(300, 200, 3, 2), (3, 2));
-        assert_eq!(cover(1, 1000, 100, 100), (100, 100_000));
+    fn center_crop_keeps_the_middle() {
+        assert_eq!(center_crop(400, 200, 100, 100), (100.0, 0.0, 200.0, 200.0));
+        assert_eq!(center_crop(200, 400, 100, 100), (0.0, 100.0, 200.0, 200.0));
+        assert_eq!(center_crop(300, 200, 3, 2), (0.0, 0.0, 300.0, 200.0));
         // The middle two columns of a 4x2 picture whose columns are 0, 1, 2, 3 (x 10).
         let rgb: Vec<u8> = (0..2).flat_map(|_| (0..4u8).flat_map(|x| [x * 10; 3])).collect();
         let mut s = spec(Color::Grayscale, Layout::Nhwc, DataType::UInt8);
-        (s.width, s.height, s.resize) = (2, 2, Resize::CenterCrop);
+        (s.width, s.height, s.resize, s.filter) = (2, 2, Resize::CenterCrop, Filter::Nearest);
         let t = decode_batch("x", &s, &[png(4, 2, &rgb)], 100).unwrap();
         assert_eq!(t.as_slice::<u8>().unwrap(), &[10, 20, 10, 20]);
     }
