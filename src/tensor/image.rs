@@ -420,10 +420,12 @@ mod tests {
     #[test]
     fn png_fills_layouts_and_channel_orders() {
         let img = png(2, 2, &PIXELS);
-        let t = decode_batch("x", &spec(Color::Rgb, Layout::Nhwc, DataType::UInt8), &[img.clone()], 100).unwrap();
+        let t = decode_batch("x", &spec(Color::Rgb, Layout::Nhwc, DataType::UInt8), std::slice::from_ref(&img), 100)
+            .unwrap();
         assert_eq!(t.shape(), &[1, 2, 2, 3]);
         assert_eq!(t.as_slice::<u8>().unwrap(), &PIXELS);
-        let t = decode_batch("x", &spec(Color::Bgr, Layout::Nchw, DataType::UInt8), &[img.clone()], 100).unwrap();
+        let t = decode_batch("x", &spec(Color::Bgr, Layout::Nchw, DataType::UInt8), std::slice::from_ref(&img), 100)
+            .unwrap();
         assert_eq!(t.shape(), &[1, 3, 2, 2]);
         assert_eq!(t.as_slice::<u8>().unwrap(), &[30, 60, 90, 120, 20, 50, 80, 110, 10, 40, 70, 100]);
         let mut s = spec(Color::Rgb, Layout::Nhwc, DataType::Float);
