@@ -2,6 +2,7 @@
 //! [`ServerConfig`]: the flags' defaults are the server's defaults, and the option structs'
 //! `Default` impls come from here.
 
+use crate::repository::monitoring::Monitoring;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,6 +76,14 @@ pub struct Flags {
     /// Directory of model directories (`<name>/<version>/model.onnx`) that model control loads from.
     #[arg(long = "model_repository", value_name = "DIR")]
     pub model_repository: Option<PathBuf>,
+
+    /// TF Serving's text-format MonitoringConfig: `prometheus_config { enable: true path: "..." }`.
+    #[arg(long = "monitoring_config_file", value_name = "FILE")]
+    pub monitoring_config_file: Option<PathBuf>,
+
+    /// With metrics on, also count requests by model version and signature (tensorserve_requests_total, ...).
+    #[arg(long = "monitoring_per_version_labels", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub monitoring_per_version_labels: bool,
 
     /// Re-read --model_config_file this often and apply changes (0 = read once).
     #[arg(long = "model_config_file_poll_wait_seconds", default_value_t = 0)]
@@ -257,6 +266,8 @@ pub struct ServerConfig {
     pub manager: ManagerOptions,
     /// Listeners, transport limits and request handling.
     pub serve: ServeConfig,
+    /// Prometheus metrics (`--monitoring_config_file`), when enabled.
+    pub monitoring: Option<Monitoring>,
 }
 
 /// Why the flags were refused, worded for the command line.
@@ -306,6 +317,14 @@ impl Flags {
             ("explicit", None) => return Err("--model_control_mode=explicit needs --model_repository".into()),
             _ => None,
         };
+        let monitoring = match &f.monitoring_config_file {
+            Some(file) => crate::repository::monitoring::read(file).map_err(|e| e.message)?,
+            None => None,
+        }
+        .map(|m| Monitoring { per_version_labels: f.monitoring_per_version_labels, ..m });
+        if monitoring.is_some() && rest_port == 0 {
+            return Err("--monitoring_config_file serves metrics on the REST port: set --rest_api_port".into());
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let or_cores = |n: usize| if n == 0 { cores } else { n };
         let decode_limits = DecodeLimits { max_tensor_bytes: f.max_message_size_bytes };
@@ -369,6 +388,7 @@ impl Flags {
                 cors: f.rest_api_enable_cors_support,
                 max_body_bytes: f.max_message_size_bytes,
                 explain: ExplainOptions { baseline: f.explain_baseline, max_features: f.explain_max_features },
+                metrics_path: monitoring.as_ref().map(|m| m.path.clone()),
             },
             serving,
             limits,
@@ -393,6 +413,7 @@ impl Flags {
             executor,
             manager,
             serve,
+            monitoring,
         })
     }
 }

@@ -48,6 +48,30 @@ impl Code {
         tonic::Code::from_i32(self as i32)
     }
 
+    /// Our code for a gRPC status code (the same numbers).
+    pub fn from_grpc(code: tonic::Code) -> Code {
+        use tonic::Code as G;
+        match code {
+            G::Ok => Code::Ok,
+            G::Cancelled => Code::Cancelled,
+            G::Unknown => Code::Unknown,
+            G::InvalidArgument => Code::InvalidArgument,
+            G::DeadlineExceeded => Code::DeadlineExceeded,
+            G::NotFound => Code::NotFound,
+            G::AlreadyExists => Code::AlreadyExists,
+            G::PermissionDenied => Code::PermissionDenied,
+            G::ResourceExhausted => Code::ResourceExhausted,
+            G::FailedPrecondition => Code::FailedPrecondition,
+            G::Aborted => Code::Aborted,
+            G::OutOfRange => Code::OutOfRange,
+            G::Unimplemented => Code::Unimplemented,
+            G::Internal => Code::Internal,
+            G::Unavailable => Code::Unavailable,
+            G::DataLoss => Code::DataLoss,
+            G::Unauthenticated => Code::Unauthenticated,
+        }
+    }
+
     /// The upper-case name TensorFlow prints (`INVALID_ARGUMENT`).
     pub fn name(self) -> &'static str {
         match self {

@@ -48,6 +48,11 @@ fn run() -> Result<(), server::BoxError> {
         tracing::info!("batching every model: {p:?}");
     }
     start_onnxruntime(&config)?;
+    if let Some(m) = &config.monitoring {
+        // Before any model loads, so load attempts and warmups are counted.
+        tensorserve::core::metrics::enable(m.per_version_labels);
+        tracing::info!(path = %m.path, per_version_labels = m.per_version_labels, "Prometheus metrics on the REST port");
+    }
     let platforms = Platforms::with_onnx_engine(config.onnx_engine);
     let registry = Arc::new(ModelRegistry::with_executor_options(config.executor.clone()));
     let (models, config_text) = match &config.models {

@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::tfs::inference::{self, Method, TaskResult};
 use crate::api::tfs::{model_status, require_spec, version_choice};
+use crate::core::metrics::observe;
 use crate::error::ServingError;
 use crate::memory::RequestBudget;
 use crate::model::{Signature, TensorSpec};
@@ -98,9 +99,9 @@ pub fn signature_def(sig: &Signature, as_content: bool) -> tf::SignatureDef {
     }
 }
 
-#[tonic::async_trait]
-impl pb::prediction_service_server::PredictionService for GrpcApi {
-    async fn classify(
+/// The PredictionService calls, each counted by its trait method (see [`observe`]).
+impl GrpcApi {
+    async fn classify_call(
         &self,
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
@@ -123,7 +124,7 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         Ok(Response::new(pb::ClassificationResponse { result: Some(result), model_spec: Some(model_spec) }))
     }
 
-    async fn regress(
+    async fn regress_call(
         &self,
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
@@ -146,7 +147,10 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         Ok(Response::new(pb::RegressionResponse { result: Some(result), model_spec: Some(model_spec) }))
     }
 
-    async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
+    async fn predict_call(
+        &self,
+        request: Request<pb::PredictRequest>,
+    ) -> Result<Response<pb::PredictResponse>, Status> {
         let budget = budget_of(&self.core, &request);
         let deadline = deadline_of(&request);
         let request = request.into_inner();
@@ -179,13 +183,51 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         }))
     }
 
-    async fn multi_inference(
+    async fn multi_inference_call(
         &self,
         request: Request<pb::MultiInferenceRequest>,
     ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
         let budget = budget_of(&self.core, &request);
         let deadline = deadline_of(&request);
         Ok(Response::new(inference::multi_inference(&self.core, &request.into_inner(), &budget, grpc(deadline)).await?))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::prediction_service_server::PredictionService for GrpcApi {
+    async fn classify(
+        &self,
+        request: Request<pb::ClassificationRequest>,
+    ) -> Result<Response<pb::ClassificationResponse>, Status> {
+        let model = request.get_ref().model_spec.as_ref().map_or("", |s| s.name.as_str()).to_string();
+        observe(self.core.registry(), &model, "classify", "GRPC", self.classify_call(request)).await
+    }
+
+    async fn regress(
+        &self,
+        request: Request<pb::RegressionRequest>,
+    ) -> Result<Response<pb::RegressionResponse>, Status> {
+        let model = request.get_ref().model_spec.as_ref().map_or("", |s| s.name.as_str()).to_string();
+        observe(self.core.registry(), &model, "regress", "GRPC", self.regress_call(request)).await
+    }
+
+    async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
+        let model = request.get_ref().model_spec.as_ref().map_or("", |s| s.name.as_str()).to_string();
+        observe(self.core.registry(), &model, "predict", "GRPC", self.predict_call(request)).await
+    }
+
+    async fn multi_inference(
+        &self,
+        request: Request<pb::MultiInferenceRequest>,
+    ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
+        let model = request
+            .get_ref()
+            .tasks
+            .first()
+            .and_then(|t| t.model_spec.as_ref())
+            .map_or("", |s| s.name.as_str())
+            .to_string();
+        observe(self.core.registry(), &model, "multi_inference", "GRPC", self.multi_inference_call(request)).await
     }
 
     async fn get_model_metadata(

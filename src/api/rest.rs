@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::api::tfs::inference;
 use crate::api::tfs::model_status;
+use crate::core::metrics::observe;
 use crate::error::{Code, ErrorKind, ServingError};
 use crate::explain::{explain, ExplainOptions};
 use crate::memory::RequestBudget;
@@ -39,6 +40,8 @@ pub struct RestOptions {
     pub max_body_bytes: usize,
     /// The built-in explainer's settings.
     pub explain: ExplainOptions,
+    /// Where Prometheus metrics are served (`--monitoring_config_file`); `None`: not at all.
+    pub metrics_path: Option<String>,
 }
 
 impl Default for RestOptions {
@@ -268,6 +271,9 @@ async fn route(rest: &Rest, method: &Method, path: &str, body: Bytes, budget: &A
     if path == "/" && method == Method::GET {
         return json_response(StatusCode::OK, json!({"status": "alive"}).to_string());
     }
+    if rest.options.metrics_path.as_deref() == Some(path) {
+        return metrics(rest, method);
+    }
     let lower = path.to_ascii_lowercase();
     if lower == "/v1/models" || lower == "/v1/models/" {
         if method != Method::GET {
@@ -279,16 +285,23 @@ async fn route(rest: &Rest, method: &Method, path: &str, body: Bytes, budget: &A
         return malformed();
     }
     let Some(target) = parse_model_path(&path["/v1/models/".len()..]) else { return malformed() };
+    let (registry, name) = (rest.core.registry(), target.name.as_str());
     let result = match (method.clone(), target.verb.as_deref(), target.metadata) {
         (Method::GET, None, false) => status(rest, &target),
         (Method::GET, None, true) => metadata(rest, &target),
-        (Method::POST, Some("predict"), _) => predict(rest, &target, &body, false, budget).await,
-        (Method::POST, Some("explain"), _) => predict(rest, &target, &body, true, budget).await,
+        (Method::POST, Some("predict"), _) => {
+            observe(registry, name, "predict", "REST", predict(rest, &target, &body, false, budget)).await
+        }
+        (Method::POST, Some("explain"), _) => {
+            observe(registry, name, "explain", "REST", predict(rest, &target, &body, true, budget)).await
+        }
         (Method::POST, Some("classify"), _) => {
-            classify_or_regress(rest, &target, &body, inference::Method::Classify, budget).await
+            let call = classify_or_regress(rest, &target, &body, inference::Method::Classify, budget);
+            observe(registry, name, "classify", "REST", call).await
         }
         (Method::POST, Some("regress"), _) => {
-            classify_or_regress(rest, &target, &body, inference::Method::Regress, budget).await
+            let call = classify_or_regress(rest, &target, &body, inference::Method::Regress, budget);
+            observe(registry, name, "regress", "REST", call).await
         }
         _ => return malformed(),
     };
@@ -296,6 +309,15 @@ async fn route(rest: &Rest, method: &Method, path: &str, body: Bytes, budget: &A
         Ok(r) => r,
         Err(e) => error_response(e),
     }
+}
+
+/// The Prometheus exposition, in text format 0.0.4 (what TF Serving serves).
+fn metrics(rest: &Rest, method: &Method) -> Response {
+    let Some(metrics) = crate::core::metrics::get().filter(|_| method == Method::GET) else {
+        return error_response(ServingError::invalid_argument(format!("Malformed request: {method} metrics")));
+    };
+    let text = metrics.render(rest.core.registry());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 fn spec_of(target: &ModelPath) -> pb::ModelSpec {

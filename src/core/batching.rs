@@ -233,7 +233,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Batcher {
     /// Starts `params.num_batch_threads` threads running batches of `model`.
     pub fn start(
-        label: &str,
+        name: &str,
+        version: i64,
         model: Arc<dyn Model>,
         stats: Arc<RunStats>,
         params: BatchingParameters,
@@ -241,10 +242,10 @@ impl Batcher {
         let shared =
             Arc::new(Shared { params, queues: Mutex::default(), ready: Condvar::new(), busy: AtomicUsize::new(0) });
         for i in 0..shared.params.num_batch_threads {
-            let (shared, model, stats) = (shared.clone(), model.clone(), stats.clone());
+            let (shared, model, stats, name) = (shared.clone(), model.clone(), stats.clone(), name.to_string());
             std::thread::Builder::new()
-                .name(format!("batch-{label}-{i}"))
-                .spawn(move || batch_thread(&shared, model.as_ref(), &stats))
+                .name(format!("batch-{name}-{version}-{i}"))
+                .spawn(move || batch_thread(&shared, model.as_ref(), &stats, &name))
                 .map_err(|e| ServingError::internal(format!("cannot start a batch thread: {e}")))?;
         }
         Ok(Batcher { shared })
@@ -420,16 +421,22 @@ fn next_batch(shared: &Shared) -> Option<(BatchKey, Batch)> {
     }
 }
 
-fn batch_thread(shared: &Shared, model: &dyn Model, stats: &RunStats) {
+fn batch_thread(shared: &Shared, model: &dyn Model, stats: &RunStats, name: &str) {
     while let Some((key, batch)) = next_batch(shared) {
         let tasks = batch.tasks.len();
-        run_batch(&shared.params, model, stats, &key.signature, batch);
+        run_batch(&shared.params, (name, model), stats, &key.signature, batch);
         shared.busy.fetch_sub(tasks, Ordering::Relaxed);
     }
 }
 
 /// Runs one batch: drops what expired or was cancelled, concatenates, pads, runs, splits.
-fn run_batch(params: &BatchingParameters, model: &dyn Model, stats: &RunStats, signature: &str, batch: Batch) {
+fn run_batch(
+    params: &BatchingParameters,
+    (name, model): (&str, &dyn Model),
+    stats: &RunStats,
+    signature: &str,
+    batch: Batch,
+) {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(batch.tasks.len());
     for task in batch.tasks {
@@ -461,6 +468,9 @@ fn run_batch(params: &BatchingParameters, model: &dyn Model, stats: &RunStats, s
     let queued = tasks.iter().map(|t| started - t.enqueued).max().unwrap_or_default();
     let (result, run) = super::executor::run_once(model, stats, signature, inputs, &outputs);
     stats.statistics.record_execution(padded, run);
+    if let Some(metrics) = super::metrics::get() {
+        metrics.record_batch(name, rows, padded);
+    }
     let outcome = Outcome { batch_rows: rows, padded_rows: padded, requests: tasks.len(), queued, run, inline: false };
     tracing::trace!(signature, rows, padded, requests = outcome.requests, ?queued, ?run, "batch ran");
     let result = match result {

@@ -120,8 +120,7 @@ impl Executor {
     pub fn new(name: &str, version: i64, model: Arc<dyn Model>, options: &ExecutorOptions) -> Arc<Executor> {
         let stats = Arc::new(RunStats::default());
         let batcher = options.batching.clone().and_then(|params| {
-            let label = format!("{name}-{version}");
-            Batcher::start(&label, model.clone(), stats.clone(), params)
+            Batcher::start(name, version, model.clone(), stats.clone(), params)
                 .inspect_err(|e| tracing::error!(model = name, version, "runs unbatched: {}", e.message))
                 .ok()
         });
@@ -166,10 +165,35 @@ impl Executor {
     pub async fn run(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
         let rows = rows_of(&job.inputs);
         let start = Instant::now();
+        let Some(metrics) = super::metrics::get() else {
+            let result = self.run_logged(job).await;
+            self.record(&result, rows, start.elapsed());
+            return result;
+        };
+        let (signature, api) = (job.signature.clone(), job.origin.api);
+        metrics.in_flight(&self.name, 1);
+        // Counted out even when the caller stops waiting and this future is dropped.
+        let _left = scopeguard(|| metrics.in_flight(&self.name, -1));
         let result = self.run_logged(job).await;
-        let (queued, run) = result.as_ref().map_or((Duration::ZERO, Duration::ZERO), |(_, o)| (o.queued, o.run));
-        self.stats.statistics.record_request(result.is_ok(), rows, start.elapsed(), queued, run);
+        let elapsed = start.elapsed();
+        self.record(&result, rows, elapsed);
+        metrics.record_run(&super::metrics::RunRecord {
+            model: &self.name,
+            version: self.version,
+            signature: &signature,
+            api,
+            runtime: self.model.engine().unwrap_or("native"),
+            batching: self.batcher.is_some(),
+            rows,
+            elapsed,
+            outcome: result.as_ref().map(|(_, o)| o).map_err(|e| e.code),
+        });
         result
+    }
+
+    fn record(&self, result: &Result<(TensorMap, Outcome), ServingError>, rows: usize, elapsed: Duration) {
+        let (queued, run) = result.as_ref().map_or((Duration::ZERO, Duration::ZERO), |(_, o)| (o.queued, o.run));
+        self.stats.statistics.record_request(result.is_ok(), rows, elapsed, queued, run);
     }
 
     async fn run_logged(&self, job: Job) -> Result<(TensorMap, Outcome), ServingError> {
@@ -355,4 +379,15 @@ fn log_outcome(total: Duration, result: &Result<(TensorMap, Outcome), ServingErr
             tracing::debug!(outcome = e.code.name(), total_us = total.as_micros() as u64, "failed: {}", e.message)
         }
     }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnMut()>(f: F) -> impl Drop {
+    struct Guard<F: FnMut()>(F);
+    impl<F: FnMut()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    Guard(f)
 }

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod batching;
 pub mod executor;
 pub mod job;
+pub mod metrics;
 pub mod statistics;
 
 pub use admission::RunLimits;

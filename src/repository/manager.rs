@@ -507,12 +507,25 @@ impl ModelManager {
             .get(platform)
             .ok_or_else(|| ServingError::internal(format!("unknown platform {platform}")))?;
         let options = self.executor_options_for(dir)?;
-        let model = image_inputs::wrap_from_dir(platform.load(dir)?, dir, self.options.serving.max_image_pixels)?;
-        let runtime = Executor::new(name, version, model, &options);
+        let path = dir.display().to_string();
+        let metrics = crate::core::metrics::get();
+        let start = Instant::now();
+        let loaded = platform
+            .load(dir)
+            .and_then(|model| image_inputs::wrap_from_dir(model, dir, self.options.serving.max_image_pixels));
+        if let Some(m) = metrics {
+            m.record_load(&path, loaded.is_ok(), start.elapsed());
+        }
+        let runtime = Executor::new(name, version, loaded?, &options);
         if self.options.enable_warmup {
             if let Some(file) = warmup::warmup_file(dir) {
                 let servable = Servable::new(name, version, &runtime);
-                let report = warmup::replay(&servable, &file, &self.options.serving)?;
+                let start = Instant::now();
+                let replayed = warmup::replay(&servable, &file, &self.options.serving);
+                if let Some(m) = metrics {
+                    m.record_warmup(&path, replayed.is_ok(), start.elapsed());
+                }
+                let report = replayed?;
                 tracing::info!(
                     model = name,
                     version,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod image_inputs;
 pub mod limits;
 pub mod manager;
+pub mod monitoring;
 pub mod platform;
 pub mod policy;
 pub mod warmup;

@@ -74,7 +74,7 @@ REQUIRED = [
     ".tensorflow.serving.GetModelStatusResponse", ".tensorflow.serving.ReloadConfigRequest",
     ".tensorflow.serving.ModelServerConfig", ".tensorflow.serving.PredictionLog",
     ".tensorflow.serving.PredictionService", ".tensorflow.serving.ModelService",
-    ".tensorflow.serving.BatchingParameters",
+    ".tensorflow.serving.BatchingParameters", ".tensorflow.serving.MonitoringConfig",
     ".inference.GRPCInferenceService", ".inference.ModelInferRequest", ".inference.ModelInferResponse",
     ".inference.InferParameter", ".inference.InferTensorContents", ".inference.ModelStatistics",
 ]
@@ -95,6 +95,16 @@ UPSTREAM_TABLES = {
             ("pad_variable_length_inputs", 7, F.TYPE_BOOL, None),
             ("enable_large_batch_splitting", 8, F.TYPE_MESSAGE, ".google.protobuf.BoolValue"),
             ("max_execution_batch_size", 9, F.TYPE_MESSAGE, ".google.protobuf.Int64Value"),
+        ],
+    }),
+    # config/monitoring_config.proto is not in the tensorflow-serving-api wheel either.
+    "tensorflow_serving/config/monitoring_config.proto": ("tensorflow.serving", {
+        "PrometheusConfig": [
+            ("enable", 1, F.TYPE_BOOL, None),
+            ("path", 2, F.TYPE_STRING, None),
+        ],
+        "MonitoringConfig": [
+            ("prometheus_config", 1, F.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig"),
         ],
     }),
 }

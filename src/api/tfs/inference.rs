@@ -285,6 +285,9 @@ pub fn prepare_multi<'a>(
         return Err(ServingError::invalid_argument("MultiInferenceRequest has no tasks"));
     }
     let examples = Examples::of(request.input.as_ref())?;
+    if let Some(metrics) = crate::core::metrics::get() {
+        metrics.record_examples(&servable.name, examples.len());
+    }
     checked
         .into_iter()
         .map(|(signature_name, signature, method, outputs)| {
@@ -325,6 +328,9 @@ pub async fn run_task(
 ) -> Result<(TaskResult, pb::ModelSpec), ServingError> {
     let servable = core.resolve(&spec.name, &super::version_choice(spec))?;
     let examples = examples?;
+    if let Some(metrics) = crate::core::metrics::get() {
+        metrics.record_examples(&servable.name, examples.len());
+    }
     let task = prepare_task(&servable, &spec.signature_name, method, &examples, core.options(), budget)?;
     let model_spec = response_spec(&spec.name, task.call.signature_name, servable.version);
     let TaskCall { mut call, method, batch } = task;

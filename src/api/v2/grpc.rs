@@ -1,5 +1,6 @@
 //! V2 gRPC front end: `inference.GRPCInferenceService` on the gRPC port.
 
+use crate::core::metrics::observe;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -243,7 +244,10 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for V2GrpcApi {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let budget = budget_of(&self.core, &request);
         let context = CallContext { deadline: deadline_of(&request), front_end: "grpc" };
-        let response = model_infer(&self.core, request.into_inner(), context, &budget).await.map_err(v2_error)?;
+        let request = request.into_inner();
+        let name = request.model_name.clone();
+        let call = model_infer(&self.core, request, context, &budget);
+        let response = observe(self.core.registry(), &name, "infer", "GRPC", call).await.map_err(v2_error)?;
         Ok(Response::new(response))
     }
 
@@ -269,10 +273,16 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for V2GrpcApi {
                 };
                 let budget = core.memory().budget();
                 let context = CallContext { deadline: None, front_end: "grpc" };
-                let answer = match model_infer(&core, next, context, &budget).await {
-                    Ok(r) => pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(r) },
-                    Err(e) => pb::ModelStreamInferResponse { error_message: e.wire_message(), infer_response: None },
-                };
+                let name = next.model_name.clone();
+                let answer =
+                    match observe(core.registry(), &name, "infer", "GRPC", model_infer(&core, next, context, &budget))
+                        .await
+                    {
+                        Ok(r) => pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(r) },
+                        Err(e) => {
+                            pb::ModelStreamInferResponse { error_message: e.wire_message(), infer_response: None }
+                        }
+                    };
                 if tx.send(Ok(answer)).await.is_err() {
                     break;
                 }

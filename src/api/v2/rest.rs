@@ -1,5 +1,6 @@
 //! V2 REST front end: `/v2/...` on the REST port, JSON tensors and the binary tensor extension.
 
+use crate::core::metrics::observe;
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -148,8 +149,11 @@ async fn serve(
                 }
                 ["infer"] if post => {
                     let deadline = tokio::time::Instant::now() + options.timeout;
+                    let model = name.clone();
                     let run = infer(core, name, version, headers, body, deadline.into_std(), budget);
-                    tokio::time::timeout_at(deadline, run).await.map_err(|_| super::rest_timed_out())?
+                    let timed =
+                        async { tokio::time::timeout_at(deadline, run).await.map_err(|_| super::rest_timed_out())? };
+                    observe(core.registry(), &model, "infer", "REST", timed).await
                 }
                 _ => Err(malformed()),
             }
