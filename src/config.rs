@@ -77,6 +77,10 @@ pub struct Flags {
     #[arg(long = "model_repository", value_name = "DIR")]
     pub model_repository: Option<PathBuf>,
 
+    /// Request log files (a model's logging_config) are rotated once they would pass this size.
+    #[arg(long = "request_log_max_file_bytes", default_value_t = 64 << 20)]
+    pub request_log_max_file_bytes: u64,
+
     /// TF Serving's text-format MonitoringConfig: `prometheus_config { enable: true path: "..." }`.
     #[arg(long = "monitoring_config_file", value_name = "FILE")]
     pub monitoring_config_file: Option<PathBuf>,
@@ -366,6 +370,7 @@ impl Flags {
             serving: serving.clone(),
             drain_timeout: Duration::from_secs(30),
             model_repository,
+            request_log_max_file_bytes: f.request_log_max_file_bytes,
         };
         let limits = TransportLimits {
             connections: ConnectionLimits {

@@ -61,7 +61,14 @@ fn add_version(base: &Path, version: &str) -> PathBuf {
 }
 
 fn model(name: &str, base: &Path, policy: VersionPolicy) -> ModelConfig {
-    ModelConfig { name: name.into(), base_path: base.into(), platform: "onnx".into(), policy, labels: BTreeMap::new() }
+    ModelConfig {
+        name: name.into(),
+        base_path: base.into(),
+        platform: "onnx".into(),
+        policy,
+        labels: BTreeMap::new(),
+        logging: None,
+    }
 }
 
 /// Options for deterministic tests: no background polling, no retries.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::api::tfs::inference::{self, Method, TaskResult};
+use crate::api::tfs::request_log::{ModelLog, RequestLogs};
 use crate::api::tfs::{model_status, require_spec, version_choice};
 use crate::core::metrics::observe;
 use crate::error::ServingError;
@@ -12,6 +13,7 @@ use crate::memory::RequestBudget;
 use crate::model::{Signature, TensorSpec};
 use crate::proto::tensorflow as tf;
 use crate::proto::tensorflow::serving as pb;
+use crate::proto::tensorflow::serving::prediction_log::LogType;
 use crate::repository::ModelManager;
 use crate::serving::{CallContext, ServingCore};
 use crate::tensor::example::Examples;
@@ -39,13 +41,61 @@ pub struct GrpcApi {
     core: Arc<ServingCore>,
     /// Applies `HandleReloadConfigRequest`; `None` when the model list is fixed in code.
     manager: Option<Arc<ModelManager>>,
+    /// The models' request logs (`logging_config`), from the manager.
+    logs: Option<Arc<RequestLogs>>,
 }
 
 impl GrpcApi {
     /// A front end over `core`, with `manager` for config reloads.
     pub fn new(core: Arc<ServingCore>, manager: Option<Arc<ModelManager>>) -> Self {
-        GrpcApi { core, manager }
+        let logs = manager.as_ref().map(|m| m.request_logs().clone());
+        GrpcApi { core, manager, logs }
     }
+
+    /// The request's copy for its model's request log, when this one is sampled.
+    fn sampled<Req: Clone>(&self, model: &str, request: &Request<Req>) -> Option<(Arc<ModelLog>, Req)> {
+        let log = self.logs.as_ref()?.sample(model)?;
+        Some((log, request.get_ref().clone()))
+    }
+
+    /// Runs one call, counted for metrics, and logs it (request and response) when sampled.
+    async fn serve<Req, Resp: Clone>(
+        &self,
+        model: &str,
+        api: &'static str,
+        logged: Option<(Arc<ModelLog>, Req)>,
+        call: impl std::future::Future<Output = Result<Response<Resp>, Status>>,
+        log_type: fn(Req, Resp) -> LogType,
+    ) -> Result<Response<Resp>, Status> {
+        let result = observe(self.core.registry(), model, api, "GRPC", call).await;
+        if let (Some((log, req)), Ok(resp)) = (logged, &result) {
+            let log_type = log_type(req, resp.get_ref().clone());
+            let spec = match &log_type {
+                LogType::PredictLog(l) => l.response.as_ref().and_then(|r| r.model_spec.clone()),
+                LogType::ClassifyLog(l) => l.response.as_ref().and_then(|r| r.model_spec.clone()),
+                LogType::RegressLog(l) => l.response.as_ref().and_then(|r| r.model_spec.clone()),
+                _ => None,
+            };
+            log.write(&pb::PredictionLog { log_metadata: log.metadata(spec), log_type: Some(log_type) });
+        }
+        result
+    }
+}
+
+fn predict_log(request: pb::PredictRequest, response: pb::PredictResponse) -> LogType {
+    LogType::PredictLog(pb::PredictLog { request: Some(request), response: Some(response) })
+}
+
+fn classify_log(request: pb::ClassificationRequest, response: pb::ClassificationResponse) -> LogType {
+    LogType::ClassifyLog(pb::ClassifyLog { request: Some(request), response: Some(response) })
+}
+
+fn regress_log(request: pb::RegressionRequest, response: pb::RegressionResponse) -> LogType {
+    LogType::RegressLog(pb::RegressLog { request: Some(request), response: Some(response) })
+}
+
+fn multi_inference_log(request: pb::MultiInferenceRequest, response: pb::MultiInferenceResponse) -> LogType {
+    LogType::MultiInferenceLog(pb::MultiInferenceLog { request: Some(request), response: Some(response) })
 }
 
 /// The request's memory budget: the one the transport opened (and charged the body to), else a new one.
@@ -200,7 +250,8 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
         let model = request.get_ref().model_spec.as_ref().map_or("", |s| s.name.as_str()).to_string();
-        observe(self.core.registry(), &model, "classify", "GRPC", self.classify_call(request)).await
+        let logged = self.sampled(&model, &request);
+        self.serve(&model, "classify", logged, self.classify_call(request), classify_log).await
     }
 
     async fn regress(
@@ -208,12 +259,14 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
         let model = request.get_ref().model_spec.as_ref().map_or("", |s| s.name.as_str()).to_string();
-        observe(self.core.registry(), &model, "regress", "GRPC", self.regress_call(request)).await
+        let logged = self.sampled(&model, &request);
+        self.serve(&model, "regress", logged, self.regress_call(request), regress_log).await
     }
 
     async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
         let model = request.get_ref().model_spec.as_ref().map_or("", |s| s.name.as_str()).to_string();
-        observe(self.core.registry(), &model, "predict", "GRPC", self.predict_call(request)).await
+        let logged = self.sampled(&model, &request);
+        self.serve(&model, "predict", logged, self.predict_call(request), predict_log).await
     }
 
     async fn multi_inference(
@@ -227,7 +280,8 @@ impl pb::prediction_service_server::PredictionService for GrpcApi {
             .and_then(|t| t.model_spec.as_ref())
             .map_or("", |s| s.name.as_str())
             .to_string();
-        observe(self.core.registry(), &model, "multi_inference", "GRPC", self.multi_inference_call(request)).await
+        let logged = self.sampled(&model, &request);
+        self.serve(&model, "multi_inference", logged, self.multi_inference_call(request), multi_inference_log).await
     }
 
     async fn get_model_metadata(

@@ -311,6 +311,37 @@ async fn route(rest: &Rest, method: &Method, path: &str, body: Bytes, budget: &A
     }
 }
 
+/// Writes a REST predict to its model's request log as the PredictRequest/Response TF Serving
+/// would have handled (TF Serving's REST API logs the same records as gRPC).
+fn log_predict(
+    log: &crate::api::tfs::request_log::ModelLog,
+    name: &str,
+    signature_name: &str,
+    version: i64,
+    inputs: crate::model::TensorMap,
+    outputs: &crate::model::TensorMap,
+) {
+    use crate::proto::tensorflow::serving::prediction_log::LogType;
+    let spec = |version: Option<i64>| pb::ModelSpec {
+        name: name.to_string(),
+        signature_name: signature_name.to_string(),
+        version_choice: version.map(pb::model_spec::VersionChoice::Version),
+    };
+    let request = pb::PredictRequest {
+        model_spec: Some(spec(None)),
+        inputs: inputs.into_iter().map(|(alias, t)| (alias, crate::tensor::proto::encode_owned(t, false))).collect(),
+        ..Default::default()
+    };
+    let response = pb::PredictResponse {
+        model_spec: Some(spec(Some(version))),
+        outputs: outputs.iter().map(|(alias, t)| (alias.clone(), crate::tensor::proto::encode(t, false))).collect(),
+    };
+    log.write(&pb::PredictionLog {
+        log_metadata: log.metadata(response.model_spec.clone()),
+        log_type: Some(LogType::PredictLog(pb::PredictLog { request: Some(request), response: Some(response) })),
+    });
+}
+
 /// The Prometheus exposition, in text format 0.0.4 (what TF Serving serves).
 fn metrics(rest: &Rest, method: &Method) -> Response {
     let Some(metrics) = crate::core::metrics::get().filter(|_| method == Method::GET) else {
@@ -557,6 +588,11 @@ async fn predict(
         (Some(raw), None) => (parse_instances(raw.get(), builders)?, true),
         (None, Some(raw)) => (parse_inputs(raw.get(), builders)?, false),
     };
+    // A sampled request keeps its inputs for the model's request log (`logging_config`).
+    let logged = match (&rest.manager, with_explanations) {
+        (Some(m), false) => m.request_logs().sample(&target.name).map(|log| (log, inputs.clone())),
+        _ => None,
+    };
     // The explainer keeps a copy of the inputs beside the one the model consumes.
     let kept_inputs = if with_explanations {
         budget.charge(inputs.values().map(Tensor::held_bytes).sum(), || "keeping the inputs to explain".to_string())?;
@@ -576,6 +612,9 @@ async fn predict(
     call.deadline = Some(deadline.into_std());
     call.origin = crate::core::Origin { api: if with_explanations { "explain" } else { "predict" }, front_end: "rest" };
     let outputs = tokio::time::timeout_at(deadline, rest.core.predict(call, budget)).await.map_err(timed_out)??;
+    if let Some((log, inputs)) = logged {
+        log_predict(&log, &target.name, &signature_name, servable.version, inputs, &outputs);
+    }
 
     // JSON text takes up to ~24 bytes per number; charge it before writing.
     let elements: usize = outputs.values().map(|t| t.len()).sum();

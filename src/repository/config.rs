@@ -28,6 +28,34 @@ pub struct ModelConfig {
     pub policy: VersionPolicy,
     /// Version labels (`stable` -> 42), sorted for stable logs.
     pub labels: BTreeMap<String, i64>,
+    /// Request logging (`logging_config`), when on.
+    pub logging: Option<LoggingSpec>,
+}
+
+/// A model's checked `logging_config`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggingSpec {
+    /// Share of requests logged, 0 to 1.
+    pub sampling_rate: f64,
+    /// Files are `<prefix>.<start time>.<n>.tfrecord`.
+    pub filename_prefix: PathBuf,
+}
+
+fn logging_spec(name: &str, config: Option<&pb::LoggingConfig>) -> Result<Option<LoggingSpec>, ServingError> {
+    let Some(config) = config else { return Ok(None) };
+    let rate = config.sampling_config.as_ref().map_or(0.0, |s| s.sampling_rate);
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(ServingError::invalid_argument(format!(
+            "Model {name}: logging_config sampling_rate must be between 0 and 1; was {rate}"
+        )));
+    }
+    let prefix = config.log_collector_config.as_ref().map_or("", |c| c.filename_prefix.as_str());
+    if prefix.is_empty() {
+        return Err(ServingError::invalid_argument(format!(
+            "Model {name}: logging_config needs log_collector_config {{ filename_prefix: \"...\" }}"
+        )));
+    }
+    Ok((rate > 0.0).then(|| LoggingSpec { sampling_rate: rate, filename_prefix: PathBuf::from(prefix) }))
 }
 
 /// Parses the text of a `ModelServerConfig`; errors name `origin`, the line and the column.
@@ -106,7 +134,8 @@ pub fn validate(
             validate_name("version label", label)?;
             labels.insert(label.clone(), *version);
         }
-        models.push(ModelConfig { name: entry.name.clone(), base_path, platform, policy, labels });
+        let logging = logging_spec(&entry.name, entry.logging_config.as_ref())?;
+        models.push(ModelConfig { name: entry.name.clone(), base_path, platform, policy, labels, logging });
     }
     Ok(models)
 }
@@ -126,6 +155,7 @@ pub fn single_model(name: &str, base_path: &Path) -> Result<Vec<ModelConfig>, Se
         platform: DEFAULT_PLATFORM.to_string(),
         policy: VersionPolicy::Latest(1),
         labels: BTreeMap::new(),
+        logging: None,
     }])
 }
 

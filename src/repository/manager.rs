@@ -17,6 +17,7 @@ use super::image_inputs;
 use super::limits;
 use super::platform::Platforms;
 use super::warmup;
+use crate::api::tfs::request_log::RequestLogs;
 use crate::core::{Executor, ExecutorOptions};
 use crate::error::{Code, ServingError};
 use crate::model::{ModelRegistry, Servable, ServableState};
@@ -46,6 +47,8 @@ pub struct ManagerOptions {
     /// `--model_repository` with `--model_control_mode=explicit`: the directory whose model
     /// subdirectories clients may load and unload at run time; `None` = model control is off.
     pub model_repository: Option<PathBuf>,
+    /// Request log files rotate past this size (`--request_log_max_file_bytes`).
+    pub request_log_max_file_bytes: u64,
 }
 
 impl Default for ManagerOptions {
@@ -96,6 +99,8 @@ pub struct ModelManager {
     state: Mutex<State>,
     /// Wakes the poll thread early (a retry became due sooner); dropping it ends the thread.
     wake: Mutex<Option<mpsc::Sender<()>>>,
+    /// Request logs, following the models' `logging_config`.
+    logs: Arc<RequestLogs>,
 }
 
 impl std::fmt::Debug for ModelManager {
@@ -117,8 +122,15 @@ impl ModelManager {
         initial: Vec<ModelConfig>,
         config_text: Option<String>,
     ) -> Result<Arc<Self>, ServingError> {
-        let manager =
-            Arc::new(ModelManager { registry, platforms, options, state: Mutex::default(), wake: Mutex::new(None) });
+        let logs = RequestLogs::new(options.request_log_max_file_bytes);
+        let manager = Arc::new(ModelManager {
+            registry,
+            platforms,
+            options,
+            state: Mutex::default(),
+            wake: Mutex::new(None),
+            logs,
+        });
         if let Err(e) = manager.apply(initial) {
             tracing::error!("{}", e.message);
         }
@@ -147,6 +159,11 @@ impl ModelManager {
         &self.registry
     }
 
+    /// The request logs of the configured models (`logging_config`).
+    pub fn request_logs(&self) -> &Arc<RequestLogs> {
+        &self.logs
+    }
+
     /// `HandleReloadConfigRequest`: validates `config` and makes it the model list.
     pub fn reload(&self, config: &pb::ModelServerConfig) -> Result<(), ServingError> {
         let models = config::validate(config, &self.platforms.names())?;
@@ -168,6 +185,7 @@ impl ModelManager {
                 }
             }
         }
+        self.logs.configure(&models);
         let wanted: BTreeSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
         let removed: Vec<String> = state.models.keys().filter(|n| !wanted.contains(n.as_str())).cloned().collect();
         for name in removed {
@@ -267,6 +285,7 @@ impl ModelManager {
                 platform: config::DEFAULT_PLATFORM.to_string(),
                 policy: crate::repository::VersionPolicy::Latest(1),
                 labels: Default::default(),
+                logging: None,
             }),
         }
         tracing::info!(model = name, "model control: load");

@@ -77,17 +77,20 @@ impl<'a> TfRecordReader<'a> {
     }
 }
 
+/// One record in TFRecord framing.
+pub fn tfrecord_frame(record: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(record.len() + 16);
+    let len = (record.len() as u64).to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&masked_crc(&len).to_le_bytes());
+    out.extend_from_slice(record);
+    out.extend_from_slice(&masked_crc(record).to_le_bytes());
+    out
+}
+
 /// Frames `records` as a TFRecord file (for tests and tools that write warmup data).
 pub fn write_tfrecord(records: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for r in records {
-        let len = (r.len() as u64).to_le_bytes();
-        out.extend_from_slice(&len);
-        out.extend_from_slice(&masked_crc(&len).to_le_bytes());
-        out.extend_from_slice(r);
-        out.extend_from_slice(&masked_crc(r).to_le_bytes());
-    }
-    out
+    records.iter().flat_map(|r| tfrecord_frame(r)).collect()
 }
 
 /// The warmup file of a version directory, if it has one.

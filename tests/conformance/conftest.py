@@ -22,13 +22,13 @@ def free_port():
 class Server:
     """One tensorserve process and the address to reach it."""
 
-    def __init__(self, *flags, rest=False, preexec_fn=None):
+    def __init__(self, *flags, rest=False, preexec_fn=None, env=None):
         self.port = free_port()
         self.rest_port = free_port() if rest else 0
         self.rest_url = f"http://127.0.0.1:{self.rest_port}" 
         self.socket_path = os.path.join(tempfile.gettempdir(), f"tensorserve-test-{os.getpid()}-{self.port}.sock")
         self.address = f"127.0.0.1:{self.port}"
-        env = dict(os.environ, RUST_LOG="warn")
+        env = {**os.environ, "RUST_LOG": "warn", **(env or {})}
         cmd = [BIN, f"--port={self.port}", "--grpc_bind_address=127.0.0.1",
                f"--grpc_socket_path={self.socket_path}", f"--rest_api_port={self.rest_port}", *flags]
         # The suite runs once per engine: TENSORSERVE_ONNX_ENGINE=tract|onnxruntime (default: the server's auto).

@@ -2,6 +2,7 @@
 //! the tf.Example verbs (Classify, Regress, MultiInference) with TF Serving's result messages.
 
 pub mod inference;
+pub mod request_log;
 
 use crate::error::ServingError;
 use crate::model::VersionChoice;
