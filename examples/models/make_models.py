@@ -96,6 +96,19 @@ def iris():
     print("iris first rows:", [data.target_names[i] for i in probs.argmax(1)])
 
 
+def mlp_nodes(argmax_name):
+    """x -> ReLU hidden layer (w1, b1) -> logits (w2, b2) -> softmax `scores` and ArgMax `argmax_name`."""
+    return [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h"]),
+        helper.make_node("MatMul", ["h", "w2"], ["l0"]),
+        helper.make_node("Add", ["l0", "b2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
+        helper.make_node("ArgMax", ["logits"], [argmax_name], axis=1, keepdims=0),
+    ]
+
+
 def digits_mlp():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -111,15 +124,7 @@ def digits_mlp():
     w1, w2 = (w.astype(np.float32) for w in clf.coefs_)
     b1, b2 = (b.astype(np.float32) for b in clf.intercepts_)
     inits = [numpy_helper.from_array(v, n) for v, n in [(w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2")]]
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["h0"]),
-        helper.make_node("Add", ["h0", "b1"], ["h1"]),
-        helper.make_node("Relu", ["h1"], ["h"]),
-        helper.make_node("MatMul", ["h", "w2"], ["l0"]),
-        helper.make_node("Add", ["l0", "b2"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
-        helper.make_node("ArgMax", ["logits"], ["classes"], axis=1, keepdims=0),
-    ]
+    nodes = mlp_nodes("classes")
     graph = helper.make_graph(
         nodes, "digits_mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
@@ -181,13 +186,7 @@ def digits_image():
     inits.append(numpy_helper.from_array(np.array([-1, 64], np.int64), "flat"))
     nodes = [
         helper.make_node("Reshape", ["image", "flat"], ["x"]),
-        helper.make_node("MatMul", ["x", "w1"], ["h0"]),
-        helper.make_node("Add", ["h0", "b1"], ["h1"]),
-        helper.make_node("Relu", ["h1"], ["h"]),
-        helper.make_node("MatMul", ["h", "w2"], ["l0"]),
-        helper.make_node("Add", ["l0", "b2"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
-        helper.make_node("ArgMax", ["logits"], ["prediction"], axis=1, keepdims=0),
+        *mlp_nodes("prediction"),
         # The client's key comes back with its answer (KServe's sample passes it through the graph).
         helper.make_node("Identity", ["key"], ["key_out"]),
     ]

@@ -170,7 +170,9 @@ impl Executor {
             self.record(&result, rows, start.elapsed());
             return result;
         };
-        let (signature, api) = (job.signature.clone(), job.origin.api);
+        // The signature is copied only for the per-version series that label by it.
+        let signature = if metrics.wants_signature() { job.signature.clone() } else { String::new() };
+        let api = job.origin.api;
         metrics.in_flight(&self.name, 1);
         // Counted out even when the caller stops waiting and this future is dropped.
         let _left = scopeguard(|| metrics.in_flight(&self.name, -1));

@@ -226,6 +226,11 @@ impl Metrics {
         self.example_count_total.with_label_values(&[model]).inc_by(n as u64);
     }
 
+    /// True when runs should carry their signature (the per-version series are on).
+    pub fn wants_signature(&self) -> bool {
+        self.detailed.is_some()
+    }
+
     /// A run in the executor: engine time and queue time, and the request's version and signature.
     pub fn record_run(&self, run: &RunRecord<'_>) {
         let model = run.model;
@@ -352,7 +357,7 @@ pub async fn observe<R: StatusCode>(
     let Some(metrics) = get() else { return call.await };
     let start = Instant::now();
     let result = call.await;
-    let model = if registry.statuses(model).is_some() { model } else { "" };
+    let model = if registry.knows(model) { model } else { "" };
     metrics.record_request(model, api, entrypoint, result.status_code(), start.elapsed());
     result
 }

@@ -248,6 +248,11 @@ impl ModelRegistry {
         Some(entry.versions.values().rev().map(|v| v.status.clone()).collect())
     }
 
+    /// True when `name` is a model the server was configured with (loaded or not).
+    pub fn knows(&self, name: &str) -> bool {
+        self.snapshot.load().contains_key(name)
+    }
+
     /// Resolves a request's model and version to a loaded servable, with TF Serving's errors.
     pub fn resolve(&self, name: &str, choice: &VersionChoice) -> Result<Servable, ServingError> {
         let snapshot = self.snapshot.load();

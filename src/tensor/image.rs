@@ -137,7 +137,7 @@ pub struct Probe {
 
 /// Reads an image's header: JPEG or PNG, not empty, at most `max_pixels`. No pixel is decoded.
 pub fn probe(bytes: &[u8], max_pixels: u64) -> Result<Probe, String> {
-    let decoder = open(bytes)?;
+    let (decoder, _) = open(bytes)?;
     let (width, height) = decoder.dimensions();
     check_size(width, height, max_pixels)?;
     Ok(Probe { width, height, decoded_bytes: decoder.total_bytes() })
@@ -156,13 +156,14 @@ fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn open(bytes: &[u8]) -> Result<Box<dyn ImageDecoder + '_>, String> {
+fn open(bytes: &[u8]) -> Result<(Box<dyn ImageDecoder + '_>, ImageFormat), String> {
     let format = image::guess_format(bytes).map_err(|_| "not a JPEG or PNG image".to_string())?;
     if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png) {
         return Err(format!("{} images are not supported (JPEG and PNG are)", format_name(format)));
     }
     let reader = ImageReader::with_format(Cursor::new(bytes), format);
-    reader.into_decoder().map(|d| Box::new(d) as Box<dyn ImageDecoder>).map_err(|e| describe(format, e))
+    let decoder = reader.into_decoder().map_err(|e| describe(format, e))?;
+    Ok((Box::new(decoder), format))
 }
 
 fn format_name(format: ImageFormat) -> String {
@@ -191,11 +192,10 @@ fn decode_into<T: Copy>(
     out: &mut [T],
     value: impl Fn(u8, usize) -> T,
 ) -> Result<(), String> {
-    let mut decoder = open(bytes)?;
+    let (mut decoder, format) = open(bytes)?;
     let (width, height) = decoder.dimensions();
     check_size(width, height, max_pixels)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let format = image::guess_format(bytes).unwrap_or(ImageFormat::Png);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| describe(format, e))?;
     img.apply_orientation(orientation);
     match (spec.color, img) {
