@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
+use crate::api::admin::AdminRoutes;
 use crate::api::rest::RestOptions;
 use crate::backend::onnx::OnnxEngine;
 use crate::core::{BatchingParameters, ExecutorOptions, RunLimits};
@@ -88,6 +89,15 @@ pub struct Flags {
     /// With metrics on, also count requests by model version and signature (tensorserve_requests_total, ...).
     #[arg(long = "monitoring_per_version_labels", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub monitoring_per_version_labels: bool,
+
+    /// Serve the admin surfaces (metrics, /monitoring/status, V2 model control over REST) only on this
+    /// address, e.g. 127.0.0.1:9100, instead of the REST port; gRPC then refuses V2 model control.
+    #[arg(long = "monitoring_address", value_name = "HOST:PORT")]
+    pub monitoring_address: Option<SocketAddr>,
+
+    /// Serve the live status page at /monitoring/status (HTML; JSON with ?format=json).
+    #[arg(long = "enable_status_page", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_status_page: bool,
 
     /// Re-read --model_config_file this often and apply changes (0 = read once).
     #[arg(long = "model_config_file_poll_wait_seconds", default_value_t = 0)]
@@ -233,6 +243,14 @@ pub struct Flags {
     #[arg(long = "shutdown_grace_seconds", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,
 
+    /// TF Serving's text-format SSLConfig (PEM text inline): TLS, and with client_verify mTLS, on the gRPC port.
+    #[arg(long = "ssl_config_file", value_name = "FILE")]
+    pub ssl_config_file: Option<PathBuf>,
+
+    /// The same for the REST port (TF Serving has no REST TLS); may be the --ssl_config_file file.
+    #[arg(long = "rest_api_ssl_config_file", value_name = "FILE")]
+    pub rest_api_ssl_config_file: Option<PathBuf>,
+
     /// Address the gRPC and REST ports bind to.
     #[arg(long = "grpc_bind_address", default_value = "0.0.0.0")]
     pub grpc_bind_address: std::net::IpAddr,
@@ -326,9 +344,33 @@ impl Flags {
             None => None,
         }
         .map(|m| Monitoring { per_version_labels: f.monitoring_per_version_labels, ..m });
-        if monitoring.is_some() && rest_port == 0 {
-            return Err("--monitoring_config_file serves metrics on the REST port: set --rest_api_port".into());
+        if monitoring.is_some() && rest_port == 0 && f.monitoring_address.is_none() {
+            return Err(
+                "--monitoring_config_file serves metrics on the REST port: set --rest_api_port or --monitoring_address"
+                    .into(),
+            );
         }
+        let admin_routes = AdminRoutes {
+            metrics_path: monitoring.as_ref().map(|m| m.path.clone()),
+            status_page: f.enable_status_page,
+            model_control: true,
+        };
+        let (rest_admin, admin) = match f.monitoring_address {
+            Some(_) => (AdminRoutes::none(), admin_routes),
+            None => (admin_routes, AdminRoutes::none()),
+        };
+        use crate::server::tls::{Alpn, TlsPort};
+        let grpc_tls = match &f.ssl_config_file {
+            Some(file) => Some(TlsPort::read(file, Alpn::H2).map_err(|e| e.message)?),
+            None => None,
+        };
+        let rest_tls = match &f.rest_api_ssl_config_file {
+            Some(_) if rest_port == 0 => {
+                return Err("--rest_api_ssl_config_file is for the REST port: set --rest_api_port".into())
+            }
+            Some(file) => Some(TlsPort::read(file, Alpn::Http11).map_err(|e| e.message)?),
+            None => None,
+        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let or_cores = |n: usize| if n == 0 { cores } else { n };
         let decode_limits = DecodeLimits { max_tensor_bytes: f.max_message_size_bytes };
@@ -393,11 +435,15 @@ impl Flags {
                 cors: f.rest_api_enable_cors_support,
                 max_body_bytes: f.max_message_size_bytes,
                 explain: ExplainOptions { baseline: f.explain_baseline, max_features: f.explain_max_features },
-                metrics_path: monitoring.as_ref().map(|m| m.path.clone()),
+                admin: rest_admin,
             },
             serving,
             limits,
             runtime_threads: or_cores(f.grpc_runtime_threads),
+            grpc_tls,
+            rest_tls,
+            admin_addr: f.monitoring_address,
+            admin,
         };
         #[cfg(feature = "onnxruntime")]
         let onnxruntime = crate::backend::onnxruntime::OrtOptions {

@@ -40,8 +40,8 @@ pub struct RestOptions {
     pub max_body_bytes: usize,
     /// The built-in explainer's settings.
     pub explain: ExplainOptions,
-    /// Where Prometheus metrics are served (`--monitoring_config_file`); `None`: not at all.
-    pub metrics_path: Option<String>,
+    /// The admin surfaces this port serves (metrics, status page, V2 model control).
+    pub admin: crate::api::admin::AdminRoutes,
 }
 
 impl Default for RestOptions {
@@ -230,6 +230,9 @@ fn parse_model_path(rest: &str) -> Option<ModelPath> {
 }
 
 async fn dispatch(State(rest): State<Rest>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    if let Some(response) = crate::api::admin::respond(&rest.core, &rest.options.admin, &method, &uri, &headers) {
+        return response;
+    }
     let budget = Arc::new(rest.core.memory().budget());
     let v2 = is_v2(uri.path());
     let lead = if v2 { crate::api::v2::rest::body_lead(&headers) } else { 0 };
@@ -270,9 +273,6 @@ async fn route(rest: &Rest, method: &Method, path: &str, body: Bytes, budget: &A
     }
     if path == "/" && method == Method::GET {
         return json_response(StatusCode::OK, json!({"status": "alive"}).to_string());
-    }
-    if rest.options.metrics_path.as_deref() == Some(path) {
-        return metrics(rest, method);
     }
     let lower = path.to_ascii_lowercase();
     if lower == "/v1/models" || lower == "/v1/models/" {
@@ -343,14 +343,6 @@ fn log_predict(
 }
 
 /// The Prometheus exposition, in text format 0.0.4 (what TF Serving serves).
-fn metrics(rest: &Rest, method: &Method) -> Response {
-    let Some(metrics) = crate::core::metrics::get().filter(|_| method == Method::GET) else {
-        return error_response(ServingError::invalid_argument(format!("Malformed request: {method} metrics")));
-    };
-    let text = metrics.render(rest.core.registry());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
-}
-
 fn spec_of(target: &ModelPath) -> pb::ModelSpec {
     pb::ModelSpec {
         name: target.name.clone(),

@@ -7,6 +7,7 @@ pub mod executor;
 pub mod job;
 pub mod metrics;
 pub mod statistics;
+pub mod window;
 
 pub use admission::RunLimits;
 pub use batching::BatchingParameters;

@@ -61,11 +61,14 @@ pub struct VersionStatistics {
     last_inference_ms: AtomicU64,
     /// Model runs by batch size (rows): their count and run time.
     by_batch_size: Mutex<BTreeMap<u64, Counted>>,
+    /// The last minute, for the status page.
+    pub recent: super::window::RecentWindow,
 }
 
 impl VersionStatistics {
     /// Counts one request that reached the executor and took `total` there.
     pub fn record_request(&self, ok: bool, rows: usize, total: Duration, queued: Duration, run: Duration) {
+        self.recent.record_request(ok, total);
         if !ok {
             self.fail.add(total);
             return;
@@ -81,6 +84,7 @@ impl VersionStatistics {
     /// Counts one model run over `rows` rows that took `run`.
     pub fn record_execution(&self, rows: usize, run: Duration) {
         self.executions.fetch_add(1, Ordering::Relaxed);
+        self.recent.record_execution(rows);
         let mut sizes = self.by_batch_size.lock().unwrap_or_else(|p| p.into_inner());
         let size = rows as u64;
         if sizes.len() < MAX_BATCH_SIZES || sizes.contains_key(&size) {

@@ -248,6 +248,13 @@ impl ModelRegistry {
         Some(entry.versions.values().rev().map(|v| v.status.clone()).collect())
     }
 
+    /// Every version of `name`, highest first, with its executor while it can serve.
+    pub fn versions(&self, name: &str) -> Option<Vec<(VersionStatus, Option<Arc<Executor>>)>> {
+        let snapshot = self.snapshot.load();
+        let entry = snapshot.get(name)?;
+        Some(entry.versions.values().rev().map(|v| (v.status.clone(), v.runtime.clone())).collect())
+    }
+
     /// True when `name` is a model the server was configured with (loaded or not).
     pub fn knows(&self, name: &str) -> bool {
         self.snapshot.load().contains_key(name)

@@ -4,15 +4,15 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::listener::Incoming;
+use super::tls::Connection;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
 /// Serves `app` on the connections `incoming` yields until `stop` completes, then lets open
 /// requests finish (the caller bounds how long) and closes idle connections at once.
-pub async fn serve(
-    mut incoming: Incoming,
+pub async fn serve<C: Connection>(
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<C>>,
     app: axum::Router,
     header_read_timeout: Duration,
     stop: impl Future<Output = ()>,
@@ -24,10 +24,11 @@ pub async fn serve(
         builder.header_read_timeout(header_read_timeout);
     }
     let mut stop = std::pin::pin!(stop);
+    let mut incoming = Box::pin(incoming);
     loop {
         let conn = tokio::select! {
             _ = &mut stop => break,
-            conn = incoming.recv() => conn,
+            conn = tokio_stream::StreamExt::next(&mut incoming) => conn,
         };
         let conn = match conn {
             Some(Ok(conn)) => conn,
@@ -37,7 +38,7 @@ pub async fn serve(
             }
             None => break,
         };
-        let peer = conn.peer();
+        let peer = conn.peer_addr();
         let connection =
             graceful.watch(builder.serve_connection(TokioIo::new(conn), TowerToHyperService::new(app.clone())));
         tokio::spawn(async move {

@@ -3,6 +3,7 @@
 pub mod guard;
 pub mod http1;
 pub mod listener;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,6 +83,15 @@ pub struct ServeConfig {
     pub limits: TransportLimits,
     /// Single-threaded runtimes serving connections (`--grpc_runtime_threads`); 0 = the caller's.
     pub runtime_threads: usize,
+    /// TLS on the gRPC TCP port (`--ssl_config_file`); the Unix socket stays plaintext.
+    pub grpc_tls: Option<tls::TlsPort>,
+    /// TLS on the REST port (`--rest_api_ssl_config_file`).
+    pub rest_tls: Option<tls::TlsPort>,
+    /// The admin listener (`--monitoring_address`): metrics, status page and model control move
+    /// there from the REST port; `None` keeps them on the REST port.
+    pub admin_addr: Option<SocketAddr>,
+    /// What the admin listener serves.
+    pub admin: crate::api::admin::AdminRoutes,
 }
 
 impl Default for ServeConfig {
@@ -147,15 +157,17 @@ impl GrpcServices {
         max_message_size: usize,
         manager: Option<Arc<crate::repository::ModelManager>>,
     ) -> Result<Self, BoxError> {
-        Self::with_limits(core, max_message_size, manager, TransportLimits::default()).await
+        Self::with_limits(core, max_message_size, manager, TransportLimits::default(), true).await
     }
 
-    /// Like [`GrpcServices::new`], with connection limits.
+    /// Like [`GrpcServices::new`], with connection limits, and V2's repository calls refused
+    /// unless `model_control` (the admin listener serves them instead).
     pub async fn with_limits(
         core: Arc<ServingCore>,
         max_message_size: usize,
         manager: Option<Arc<crate::repository::ModelManager>>,
         limits: TransportLimits,
+        model_control: bool,
     ) -> Result<Self, BoxError> {
         let guard = Arc::new(GuardState {
             memory: core.memory().clone(),
@@ -163,6 +175,7 @@ impl GrpcServices {
             max_message_size,
         });
         let v2 = V2GrpcApi::new(core.clone(), manager.clone());
+        let v2 = if model_control { v2 } else { v2.without_model_control() };
         let api = GrpcApi::new(core, manager);
         let reporter = HealthReporter::new();
         let health = tonic_health::pb::health_server::HealthServer::new(
@@ -220,6 +233,18 @@ impl GrpcServices {
     /// Serves the connections an acceptor hands this worker until `shutdown` completes.
     pub async fn serve_incoming(&self, incoming: Incoming, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
         self.router()?.serve_with_incoming_shutdown(incoming.into_stream(), shutdown).await?;
+        Ok(())
+    }
+
+    /// Like [`GrpcServices::serve_incoming`], each connection behind a TLS handshake.
+    pub async fn serve_incoming_tls(
+        &self,
+        incoming: Incoming,
+        tls: &tls::TlsPort,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), BoxError> {
+        let conns = tls::handshakes(incoming, tls, self.limits.connections.handshake_timeout);
+        self.router()?.serve_with_incoming_shutdown(conns, shutdown).await?;
         Ok(())
     }
 
@@ -298,7 +323,7 @@ pub async fn serve_rest(
 ) {
     let (sink, incoming) = listener::channel(limits.connections);
     listener::accept(listener, limits.connections, "REST", Refuse::Http503, vec![sink]);
-    http1::serve(incoming, app, limits.rest_header_read_timeout, shutdown).await
+    http1::serve(incoming.into_stream(), app, limits.rest_header_read_timeout, shutdown).await
 }
 
 /// Resolves when the process gets Ctrl-C or SIGTERM.
@@ -337,8 +362,14 @@ pub async fn serve(
 ) -> Result<(), BoxError> {
     let core = Arc::new(ServingCore::new(registry, config.serving.clone()));
     let limits = config.limits;
-    let services =
-        GrpcServices::with_limits(core.clone(), config.max_message_size, config.manager.clone(), limits).await?;
+    let services = GrpcServices::with_limits(
+        core.clone(),
+        config.max_message_size,
+        config.manager.clone(),
+        limits,
+        config.admin_addr.is_none(),
+    )
+    .await?;
     // Bind every port before serving, so a port clash fails start-up.
     let grpc = match config.grpc_addr {
         Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| format!("cannot bind gRPC port {addr}: {e}"))?),
@@ -348,6 +379,12 @@ pub async fn serve(
         Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| format!("cannot bind REST port {addr}: {e}"))?),
         None => None,
     };
+    let admin = match config.admin_addr {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.map_err(|e| format!("cannot bind --monitoring_address {addr}: {e}"))?)
+        }
+        None => None,
+    };
     let threads = config.runtime_threads;
     let workers = threads.max(1);
     let (grpc_sinks, grpc_incoming): (Vec<_>, Vec<_>) =
@@ -355,16 +392,22 @@ pub async fn serve(
     let (rest_sinks, rest_incoming): (Vec<_>, Vec<_>) =
         (0..workers).map(|_| listener::channel(limits.connections)).unzip();
     let on = if threads == 0 { "the caller's runtime".to_string() } else { format!("{threads} threads") };
+    let security = |t: &Option<tls::TlsPort>| t.as_ref().map_or("plaintext", |t| t.describe());
     if let Some(l) = grpc {
         tracing::info!(
-            "gRPC (PredictionService, ModelService, KServe V2, health, reflection) on {}, {on}",
-            l.local_addr()?
+            "gRPC (PredictionService, ModelService, KServe V2, health, reflection) on {}, {}, {on}",
+            l.local_addr()?,
+            security(&config.grpc_tls)
         );
         listener::accept(l, limits.connections, "gRPC", Refuse::Close, grpc_sinks);
     }
     let rest_app = match rest {
         Some(l) => {
-            tracing::info!("REST (TF Serving REST API, KServe V1 and V2) on {}, {on}", l.local_addr()?);
+            tracing::info!(
+                "REST (TF Serving REST API, KServe V1 and V2) on {}, {}, {on}",
+                l.local_addr()?,
+                security(&config.rest_tls)
+            );
             listener::accept(l, limits.connections, "REST", Refuse::Http503, rest_sinks);
             Some(crate::api::rest::router_with_manager(core.clone(), config.rest.clone(), config.manager.clone()))
         }
@@ -373,8 +416,32 @@ pub async fn serve(
     if let Some(path) = &config.grpc_socket_path {
         tracing::info!("gRPC on unix socket {}", path.display());
     }
+    crate::api::admin::started();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), BoxError>>();
+    if let Some(l) = admin {
+        let a = &config.admin;
+        tracing::info!(
+            "admin (metrics: {}, status page: {}, model control: {}) on {}, plaintext",
+            a.metrics_path.as_deref().unwrap_or("off"),
+            if a.status_page { crate::api::status::PATH } else { "off" },
+            if a.model_control { "/v2/repository" } else { "off" },
+            l.local_addr()?
+        );
+        let options = crate::api::rest::RestOptions { admin: a.clone(), ..config.rest.clone() };
+        let app = crate::api::admin::router(core.clone(), a.clone(), options, config.manager.clone());
+        let (sink, incoming) = listener::channel(limits.connections);
+        listener::accept(l, limits.connections, "admin", Refuse::Http503, vec![sink]);
+        let mut rx = stop_rx.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            http1::serve(incoming.into_stream(), app, limits.rest_header_read_timeout, stopped).await;
+            let _ = done.send(Ok(()));
+        });
+    }
     for (i, (grpc, rest)) in grpc_incoming.into_iter().zip(rest_incoming).enumerate() {
         let worker = Worker {
             services: services.clone(),
@@ -382,6 +449,8 @@ pub async fn serve(
             rest: rest_app.clone().map(|app| (rest, app)),
             // The Unix socket has one listener, so one worker serves it.
             uds: if i == 0 { config.grpc_socket_path.clone() } else { None },
+            grpc_tls: config.grpc_tls.clone(),
+            rest_tls: config.rest_tls.clone(),
             limits,
             stop: stop_rx.clone(),
         };
@@ -443,13 +512,15 @@ struct Worker {
     grpc: Option<Incoming>,
     rest: Option<(Incoming, axum::Router)>,
     uds: Option<PathBuf>,
+    grpc_tls: Option<tls::TlsPort>,
+    rest_tls: Option<tls::TlsPort>,
     limits: TransportLimits,
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Worker {
     async fn run(self) -> Result<(), BoxError> {
-        let Worker { services, grpc, rest, uds, limits, stop } = self;
+        let Worker { services, grpc, rest, uds, grpc_tls, rest_tls, limits, stop } = self;
         let stopped = || {
             let mut rx = stop.clone();
             async move {
@@ -457,9 +528,10 @@ impl Worker {
             }
         };
         let tcp = async {
-            match grpc {
-                Some(incoming) => services.serve_incoming(incoming, stopped()).await,
-                None => Ok(()),
+            match (grpc, &grpc_tls) {
+                (Some(incoming), None) => services.serve_incoming(incoming, stopped()).await,
+                (Some(incoming), Some(tls)) => services.serve_incoming_tls(incoming, tls, stopped()).await,
+                (None, _) => Ok(()),
             }
         };
         let unix = async {
@@ -470,8 +542,14 @@ impl Worker {
             }
         };
         let http = async {
-            if let Some((incoming, app)) = rest {
-                http1::serve(incoming, app, limits.rest_header_read_timeout, stopped()).await;
+            let timeout = limits.rest_header_read_timeout;
+            match (rest, &rest_tls) {
+                (Some((incoming, app)), None) => http1::serve(incoming.into_stream(), app, timeout, stopped()).await,
+                (Some((incoming, app)), Some(tls)) => {
+                    let conns = tls::handshakes(incoming, tls, limits.connections.handshake_timeout);
+                    http1::serve(conns, app, timeout, stopped()).await
+                }
+                (None, _) => {}
             }
             Ok::<(), BoxError>(())
         };

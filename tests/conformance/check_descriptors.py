@@ -107,6 +107,15 @@ UPSTREAM_TABLES = {
             ("prometheus_config", 1, F.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig"),
         ],
     }),
+    # config/ssl_config.proto, --ssl_config_file's schema, is not in the wheel either.
+    "tensorflow_serving/config/ssl_config.proto": ("tensorflow.serving", {
+        "SSLConfig": [
+            ("server_key", 1, F.TYPE_STRING, None),
+            ("server_cert", 2, F.TYPE_STRING, None),
+            ("custom_ca", 3, F.TYPE_STRING, None),
+            ("client_verify", 4, F.TYPE_BOOL, None),
+        ],
+    }),
 }
 
 

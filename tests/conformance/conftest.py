@@ -22,12 +22,14 @@ def free_port():
 class Server:
     """One tensorserve process and the address to reach it."""
 
-    def __init__(self, *flags, rest=False, preexec_fn=None, env=None):
+    def __init__(self, *flags, rest=False, preexec_fn=None, env=None, tls=False):
         self.port = free_port()
         self.rest_port = free_port() if rest else 0
-        self.rest_url = f"http://127.0.0.1:{self.rest_port}" 
+        self.rest_url = f"http://127.0.0.1:{self.rest_port}"
         self.socket_path = os.path.join(tempfile.gettempdir(), f"tensorserve-test-{os.getpid()}-{self.port}.sock")
         self.address = f"127.0.0.1:{self.port}"
+        # With TLS on the TCP port, readiness is asked over the (plaintext) Unix socket.
+        self.ready_address = f"unix:{self.socket_path}" if tls else self.address
         env = {**os.environ, "RUST_LOG": "warn", **(env or {})}
         cmd = [BIN, f"--port={self.port}", "--grpc_bind_address=127.0.0.1",
                f"--grpc_socket_path={self.socket_path}", f"--rest_api_port={self.rest_port}", *flags]
@@ -51,7 +53,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"tensorserve exited: {self.stderr()}")
             try:
-                with grpc.insecure_channel(self.address) as ch:
+                # grpc-core's default authority for a unix: target ("tmp%2F...") is refused by h2.
+                with grpc.insecure_channel(self.ready_address, options=[("grpc.default_authority", "localhost")]) as ch:
                     req = predict_pb2.PredictRequest()
                     req.model_spec.name = "intentionally_missing_model"
                     prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(req, 1.0)

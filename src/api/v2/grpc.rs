@@ -28,12 +28,27 @@ pub struct V2GrpcApi {
     core: Arc<ServingCore>,
     /// Loads and unloads models for the repository extension; `None` when models are fixed in code.
     manager: Option<Arc<ModelManager>>,
+    /// False when model control is served only on the admin listener (`--monitoring_address`).
+    model_control: bool,
 }
 
 impl V2GrpcApi {
     /// A front end over `core`, with `manager` for model control.
     pub fn new(core: Arc<ServingCore>, manager: Option<Arc<ModelManager>>) -> Self {
-        V2GrpcApi { core, manager }
+        V2GrpcApi { core, manager, model_control: true }
+    }
+
+    /// Refuses the repository calls here: the admin listener serves them.
+    pub fn without_model_control(self) -> Self {
+        V2GrpcApi { model_control: false, ..self }
+    }
+
+    fn control(&self) -> Result<Option<&Arc<ModelManager>>, Status> {
+        if self.model_control {
+            Ok(self.manager.as_ref())
+        } else {
+            Err(v2_error(crate::api::admin::model_control_elsewhere()))
+        }
     }
 }
 
@@ -358,7 +373,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for V2GrpcApi {
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
         let r = request.into_inner();
         check_load_parameters(&r.parameters)?;
-        super::load_model(self.manager.as_ref(), &r.model_name).await.map_err(v2_error)?;
+        super::load_model(self.control()?, &r.model_name).await.map_err(v2_error)?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
@@ -367,7 +382,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for V2GrpcApi {
         request: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
         let r = request.into_inner();
-        super::unload_model(self.manager.as_ref(), &r.model_name).await.map_err(v2_error)?;
+        super::unload_model(self.control()?, &r.model_name).await.map_err(v2_error)?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 }

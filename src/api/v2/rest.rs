@@ -103,6 +103,7 @@ async fn serve(
         }
         ["models"] if get => Ok(ok_json(json!({"models": core.registry().model_names()}))),
         ["models", "stats"] if get => statistics(core, "", ""),
+        ["repository", ..] if !options.admin.model_control => Err(crate::api::admin::model_control_elsewhere()),
         ["repository", "index"] if post => {
             let ready = serde_json::from_slice::<IndexBody>(&body).map(|b| b.ready).unwrap_or(false);
             let index: Vec<serde_json::Value> = super::grpc::repository_index(core, ready)
