@@ -342,7 +342,6 @@ fn log_predict(
     });
 }
 
-/// The Prometheus exposition, in text format 0.0.4 (what TF Serving serves).
 fn spec_of(target: &ModelPath) -> pb::ModelSpec {
     pb::ModelSpec {
         name: target.name.clone(),
@@ -498,8 +497,9 @@ async fn classify_or_regress(
     let batch = crate::tensor::example::examples_from_json(&value, verb)?;
     let mut spec = spec_of(target);
     spec.signature_name = batch.signature_name.clone();
+    let log = rest.manager.as_ref().and_then(|m| m.request_logs().sample(&target.name));
     let deadline = std::time::Instant::now().checked_add(rest.options.timeout);
-    let (result, _) = tokio::time::timeout(
+    let (result, answered_spec) = tokio::time::timeout(
         rest.options.timeout,
         inference::run_task(
             &rest.core,
@@ -517,6 +517,9 @@ async fn classify_or_regress(
             "Deadline exceeded: the model did not answer within --rest_api_timeout_in_ms",
         )
     })??;
+    if let Some(log) = log {
+        log_task(&log, spec, batch, answered_spec, &result);
+    }
     let float = |v: f32| crate::tensor::json::format_float(v as f64, true);
     let mut out = String::from("{\"results\": [");
     match result {
@@ -543,6 +546,38 @@ async fn classify_or_regress(
     }
     out.push_str("]}");
     Ok(json_response(StatusCode::OK, out))
+}
+
+/// Writes a REST classify or regress to its model's request log as the gRPC request and
+/// response TF Serving would have logged for it.
+fn log_task(
+    log: &crate::api::tfs::request_log::ModelLog,
+    spec: pb::ModelSpec,
+    batch: crate::tensor::example::ExampleBatch,
+    answered: pb::ModelSpec,
+    result: &inference::TaskResult,
+) {
+    use crate::proto::tensorflow::serving::prediction_log::LogType;
+    use pb::input::Kind;
+    let kind = match batch.context {
+        Some(context) => Kind::ExampleListWithContext(pb::ExampleListWithContext {
+            examples: batch.examples,
+            context: Some(context),
+        }),
+        None => Kind::ExampleList(pb::ExampleList { examples: batch.examples }),
+    };
+    let input = Some(pb::Input { kind: Some(kind) });
+    let log_type = match result {
+        inference::TaskResult::Classification(c) => LogType::ClassifyLog(pb::ClassifyLog {
+            request: Some(pb::ClassificationRequest { model_spec: Some(spec), input }),
+            response: Some(pb::ClassificationResponse { model_spec: Some(answered.clone()), result: Some(c.clone()) }),
+        }),
+        inference::TaskResult::Regression(r) => LogType::RegressLog(pb::RegressLog {
+            request: Some(pb::RegressionRequest { model_spec: Some(spec), input }),
+            response: Some(pb::RegressionResponse { model_spec: Some(answered.clone()), result: Some(r.clone()) }),
+        }),
+    };
+    log.write(&pb::PredictionLog { log_metadata: log.metadata(Some(answered)), log_type: Some(log_type) });
 }
 
 async fn predict(

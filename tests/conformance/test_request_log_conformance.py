@@ -146,3 +146,29 @@ def test_rest_predict_is_logged_like_grpc(tmp_path):
     assert tf.make_ndarray(p.request.inputs["x"]).tolist() == [[1.0], [3.0]]
     assert tf.make_ndarray(p.response.outputs["y"]).tolist() == [[2.5], [3.5]]
     assert p.response.model_spec.version.value == 123
+
+
+def test_rest_classify_and_regress_are_logged_like_grpc(tmp_path):
+    import requests
+    base, prefix = model_dir(tmp_path), tmp_path / "logs" / "rest_tasks"
+    s = Server(f"--model_config_file={config(tmp_path, base, 1.0, prefix)}", rest=True)
+    try:
+        url = f"{s.rest_url}/v1/models/half_plus_two"
+        r = requests.post(f"{url}:classify", json={"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]})
+        assert r.status_code == 200, r.text
+        r = requests.post(f"{url}:regress", json={"signature_name": "regress_x_to_y",
+                                                  "context": {"x": 1.0}, "examples": [{"x": 4.0}, {}]})
+        assert r.status_code == 200 and r.json() == {"results": [4.0, 2.5]}, r.text
+    finally:
+        stop_flushed(s)
+    _, logs = records(prefix)
+    assert [l.WhichOneof("log_type") for l in logs] == ["classify_log", "regress_log"]
+    c = logs[0].classify_log
+    assert c.request.model_spec.signature_name == "classify_x_to_y"
+    assert list(c.request.input.example_list.examples[0].features.feature["x"].float_list.value) == [2.0]
+    assert c.response.result.classifications[0].classes[0].score == 3.0
+    reg = logs[1].regress_log
+    assert reg.request.input.WhichOneof("kind") == "example_list_with_context"
+    assert list(reg.request.input.example_list_with_context.context.features.feature["x"].float_list.value) == [1.0]
+    assert [v.value for v in reg.response.result.regressions] == [4.0, 2.5]
+    assert reg.response.model_spec.version.value == 123 and logs[1].log_metadata.model_spec.version.value == 123
