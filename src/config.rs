@@ -26,7 +26,8 @@ use crate::tensor::proto::DecodeLimits;
 /// With no model flags it serves the bundled examples (half_plus_two v123, iris v1 and
 /// digits_mlp v1) on gRPC port 8500.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "tensorserve", version)]
+// As tensorflow_model_server (and its Docker entrypoint relies on it): a repeated flag's last value wins.
+#[command(name = "tensorserve", version, args_override_self = true)]
 pub struct Flags {
     /// Port for gRPC (PredictionService, ModelService, health, reflection).
     #[arg(long, default_value_t = 8500)]
@@ -484,6 +485,12 @@ mod tests {
         assert_eq!(config.manager.load_retry_interval, Duration::from_secs(60));
         assert_eq!(TransportLimits::default().drain, Duration::from_secs(5));
         assert_eq!(RestOptions::default().timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value() {
+        let config = ServerConfig::from_args(["t", "--port=8500", "--rest_api_port=8501", "--port=9000"]).unwrap();
+        assert_eq!(config.serve.grpc_addr.map(|a| a.port()), Some(9000));
     }
 
     #[test]
