@@ -579,6 +579,52 @@ def complete_output_shapes(model):
             value.type.CopyFrom(inferred[value.name].type)
 
 
+def fold_computed_reshapes(model):
+    """Replaces a Reshape's computed target shape (Keras' Flatten becomes Shape -> Gather -> Slice
+    -> Concat -> Reshape) by a constant where ONNX's shape inference knows every dimension but
+    one, then drops the shape arithmetic left unused: tract cannot plan the computed form, and
+    the constant means the same ([N, 1352] with N unknown becomes [-1, 1352])."""
+    import numpy as np
+    import onnx
+
+    constants = {t.name for t in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    shapes = {v.name: v.type.tensor_type.shape for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    folded = 0
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] in constants:
+            continue
+        shape = shapes.get(node.output[0])
+        if shape is None:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in shape.dim]
+        # Exactly one unknown dimension, and no 0 (which Reshape reads as "copy the input's").
+        if len(dims) == 0 or dims.count(-1) != 1 or 0 in dims:
+            continue
+        name = f"{node.output[0]}/folded_shape"
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(dims, np.int64), name))
+        node.input[1] = name
+        folded += 1
+    if folded:
+        _drop_unused_nodes(model)
+    return folded
+
+
+def _drop_unused_nodes(model):
+    """Removes nodes whose outputs nothing reads, repeatedly, and the initializers left unread."""
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
+    used = {i for n in model.graph.node for i in n.input}
+    for t in [t for t in model.graph.initializer if t.name not in used]:
+        model.graph.initializer.remove(t)
+
+
 def check_model(model, plans):
     """Validates the ONNX model and that every planned tensor is a graph input/output of its dtype."""
     import onnx
@@ -673,7 +719,8 @@ class VersionResult:
     converted: list = dataclasses.field(default_factory=list)  # SignaturePlan
     failed: dict = dataclasses.field(default_factory=dict)  # signature key -> reason
     error: str = ""  # why the version as a whole failed
-    notes: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)  # warnings: something may not work as before
+    changes: list = dataclasses.field(default_factory=list)  # rewrites that keep the meaning
     written: str = ""
 
 
@@ -781,6 +828,9 @@ def convert_version(src, dst, label, args, protos):
     if model is None:
         result.error = "no signature could be converted"
         return result
+    folded = fold_computed_reshapes(model)
+    if folded:
+        result.changes.append(f"{folded} computed Reshape shape(s) made constant (tract cannot plan them)")
     try:
         check_model(model, plans)
     except Exception as e:  # onnx / onnxruntime validation errors
@@ -854,6 +904,8 @@ def print_result(result):
         print(f"    {'converted ' if result.written else 'convertible'} {describe(plan)}")
     for key, reason in sorted(result.failed.items()):
         print(f"    failed     {key}: {reason}")
+    for change in result.changes:
+        print(f"    rewrote    {change}")
     for note in result.notes:
         print(f"    warning    {note}")
     sys.stdout.flush()
