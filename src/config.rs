@@ -17,6 +17,7 @@ use crate::explain::ExplainOptions;
 use crate::memory::MemoryLimits;
 use crate::repository::ManagerOptions;
 use crate::server::listener::{default_max_connections, ConnectionLimits};
+use crate::server::tls::{Alpn, TlsPort};
 use crate::server::{ServeConfig, TransportLimits, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::serving::ServingOptions;
 use crate::tensor::proto::DecodeLimits;
@@ -360,7 +361,6 @@ impl Flags {
             Some(_) => (AdminRoutes::none(), admin_routes),
             None => (admin_routes, AdminRoutes::none()),
         };
-        use crate::server::tls::{Alpn, TlsPort};
         let grpc_tls = match &f.ssl_config_file {
             Some(file) => Some(TlsPort::read(file, Alpn::H2).map_err(|e| e.message)?),
             None => None,

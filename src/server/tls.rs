@@ -110,13 +110,6 @@ pub struct TlsConn {
     inner: tokio_rustls::server::TlsStream<Conn>,
 }
 
-impl TlsConn {
-    /// The peer's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.inner.get_ref().0.peer()
-    }
-}
-
 /// Runs TLS handshakes on the connections `incoming` yields, each in its own task (a slow peer
 /// delays no other), bounded by `timeout` (zero = none); yields those that complete.
 pub fn handshakes(
@@ -215,7 +208,7 @@ impl Connection for Conn {
 
 impl Connection for TlsConn {
     fn peer_addr(&self) -> SocketAddr {
-        self.peer()
+        self.inner.get_ref().0.peer()
     }
 }
 

@@ -140,6 +140,9 @@ def test_admin_surfaces_move_to_the_monitoring_address(tmp_path):
         with grpcclient.InferenceServerClient(url=s.address) as c, pytest.raises(InferenceServerException) as e:
             c.load_model("dtypes")
         assert "--monitoring_address" in str(e.value)
+        with grpcclient.InferenceServerClient(url=s.address) as c, pytest.raises(InferenceServerException) as e:
+            c.get_model_repository_index()
+        assert "--monitoring_address" in str(e.value)
         # The admin listener serves them, and only them.
         assert ":tensorflow:serving:request_count" in requests.get(f"{admin}/monitoring/prometheus/metrics", timeout=10).text
         assert "half_plus_two" in requests.get(f"{admin}/monitoring/status", timeout=10).text

@@ -354,6 +354,8 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for V2GrpcApi {
         &self,
         request: Request<pb::RepositoryIndexRequest>,
     ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        // The repository extension moves to the admin listener whole, as over REST.
+        self.control()?;
         let r = request.into_inner();
         let models = repository_index(&self.core, r.ready)
             .into_iter()
